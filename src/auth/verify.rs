@@ -1,0 +1,1390 @@
+//! Bearer-token verification: is this request's token good, and what may go upstream.
+//!
+//! [`TokenVerifier::verify`] takes the raw `Authorization` value, the current [`KeySet`] and
+//! the time, and either returns the [`VerifiedToken`] (with the identity headers already
+//! rendered) or the one reason it was refused. It closes the traps jsonwebtoken leaves open
+//! (SPEC §4.4): only asymmetric algorithms, the key must fit the token's `alg`, one
+//! `Validation` per algorithm family, `crit` refused, embedded keys (`jku`, `x5u`, `jwk`,
+//! `x5c`) never used, and every claim checked here against the caller's clock (`exp`
+//! required, `nbf`, `iat`, `iss`/`aud` required when configured, lifetime cap, scopes).
+//! A verified token is cached by the SHA-256 of its text until it expires, so a repeated
+//! token costs a hash and a lookup; `exp` is still checked on every hit.
+//! It never logs, stores or displays the token itself, and never panics on hostile input.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use moka::sync::Cache;
+use moka::Expiry;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+use super::keyset::{asymmetric_algorithm, KeyLookupError, KeySet};
+
+/// Longest token accepted, in bytes; longer ones are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// What a token must satisfy. Plain data built by the config layer; checked by
+/// [`TokenVerifier::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// Exact `iss` required when set.
+    pub issuer: Option<String>,
+    /// When non-empty, `aud` is required and one of its values must be in this list.
+    /// When empty, `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Allowed signature algorithms; asymmetric only (HS* is refused at construction).
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_s: u64,
+    /// Longest accepted `exp - iat` (or `exp - now` without `iat`), in seconds.
+    pub max_token_lifetime_s: u64,
+    /// Scopes that must all appear in `scope` (space-separated) or `scp`.
+    pub required_scopes: Vec<String>,
+    /// (claim, header name): top-level claims sent upstream as headers.
+    pub claims_to_headers: Vec<(String, String)>,
+}
+
+/// Why an [`AuthPolicy`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `algorithms` is empty: no token could ever be accepted.
+    #[error("auth.algorithms is empty")]
+    NoAlgorithms,
+    /// A shared-secret algorithm was listed; only asymmetric algorithms are allowed.
+    #[error("auth.algorithms: {0:?} is a shared-secret algorithm and is never accepted")]
+    SymmetricAlgorithm(Algorithm),
+    /// A `claims_to_headers` header name is not a valid HTTP field name.
+    #[error("auth.claims_to_headers: {0:?} is not a valid header name")]
+    InvalidHeaderName(String),
+}
+
+/// A token that passed every check, shared by all requests presenting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// `kid` of the key that verified it.
+    pub kid: Option<String>,
+    /// The `exp` claim (seconds since the epoch).
+    pub exp: u64,
+    /// The `sub` claim when it is a string.
+    pub subject: Option<String>,
+    /// (header name, value) for each `claims_to_headers` entry whose claim is a scalar.
+    pub upstream_headers: Vec<(String, String)>,
+}
+
+/// Why a request's token was refused. `Display` never contains the token or any part of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header, or an empty one.
+    #[error("no credentials")]
+    Missing,
+    /// An authorization scheme other than `Bearer`.
+    #[error("authorization scheme is not Bearer")]
+    NotBearer,
+    /// Not a well-formed `Bearer <JWS compact>` value, or a part does not decode.
+    #[error("malformed token")]
+    Malformed,
+    /// The token is longer than [`MAX_TOKEN_BYTES`].
+    #[error("token longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    /// `alg` is `none`, HS*, unknown, or not in the policy.
+    #[error("token algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// The header has `crit`; no extension is understood.
+    #[error("token header has crit")]
+    CritUnsupported,
+    /// The `kid` is not in the key set (the caller may refresh it).
+    #[error("unknown kid")]
+    UnknownKid,
+    /// No key fits the token's `kid`/`alg`.
+    #[error("no key fits the token")]
+    NoMatchingKey,
+    /// No `kid`, and several keys fit the token's `alg`.
+    #[error("token without kid matches several keys")]
+    AmbiguousKey,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// No `exp` claim.
+    #[error("token has no exp")]
+    MissingExp,
+    /// A time claim is not a non-negative number, or the claims are not a JSON object.
+    #[error("claim {claim} has an invalid value")]
+    InvalidClaim {
+        /// The claim's name.
+        claim: &'static str,
+    },
+    /// `exp` is past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// An issuer is configured and the token has no `iss`.
+    #[error("token has no iss")]
+    MissingIssuer,
+    /// `iss` is not the configured issuer (or not a string).
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// Audiences are configured and the token has no `aud`.
+    #[error("token has no aud")]
+    MissingAudience,
+    /// No `aud` value is a configured audience, or `aud` is not a string / array of strings.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// The token lives longer than the policy allows.
+    #[error("token lifetime exceeds the maximum")]
+    LifetimeTooLong,
+    /// A required scope is missing (the token itself is valid).
+    #[error("insufficient scope")]
+    InsufficientScope,
+}
+
+impl AuthError {
+    /// The snake_case reason for logs and the auth-failure metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::NotBearer => "not_bearer",
+            AuthError::Malformed => "malformed",
+            AuthError::TooLarge => "too_large",
+            AuthError::AlgorithmNotAllowed => "alg_not_allowed",
+            AuthError::CritUnsupported => "crit_unsupported",
+            AuthError::UnknownKid => "unknown_kid",
+            AuthError::NoMatchingKey => "no_matching_key",
+            AuthError::AmbiguousKey => "ambiguous_key",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::MissingExp => "missing_exp",
+            AuthError::InvalidClaim { .. } => "invalid_claim",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::MissingIssuer => "missing_issuer",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::MissingAudience => "missing_audience",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
+            AuthError::InsufficientScope => "insufficient_scope",
+        }
+    }
+
+    /// Whether the caller should refresh the key set (rate-limited) and retry once.
+    pub fn wants_key_refresh(&self) -> bool {
+        matches!(self, AuthError::UnknownKid)
+    }
+
+    /// The RFC 6750 `error` value for `WWW-Authenticate`.
+    pub fn www_authenticate_error(&self) -> &'static str {
+        match self {
+            AuthError::InsufficientScope => "insufficient_scope",
+            _ => "invalid_token",
+        }
+    }
+}
+
+impl From<KeyLookupError> for AuthError {
+    fn from(error: KeyLookupError) -> Self {
+        match error {
+            KeyLookupError::UnknownKid => AuthError::UnknownKid,
+            KeyLookupError::NoMatchingKey => AuthError::NoMatchingKey,
+            KeyLookupError::AmbiguousKey => AuthError::AmbiguousKey,
+        }
+    }
+}
+
+/// Verified-token cache counters, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups that found a verified token.
+    pub hits: u64,
+    /// Lookups that had to verify the token.
+    pub misses: u64,
+    /// Tokens currently cached (approximate).
+    pub entries: u64,
+}
+
+/// Verifies bearer tokens under one [`AuthPolicy`] and caches the verified ones.
+pub struct TokenVerifier {
+    policy: AuthPolicy,
+    // jsonwebtoken refuses a Validation that mixes algorithm families, so one per family.
+    rsa: Option<Validation>,
+    ec: Option<Validation>,
+    ed: Option<Validation>,
+    cache: Cache<[u8; 32], CachedToken>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A cache entry: the shared result plus what a hit and `retain_keys` need.
+#[derive(Clone)]
+struct CachedToken {
+    token: Arc<VerifiedToken>,
+    nbf: Option<u64>,
+    /// How the key was selected, to replay the selection against a new key set.
+    header_kid: Option<Arc<str>>,
+    alg: Algorithm,
+    key_thumbprint: [u8; 32],
+    /// Until `exp + leeway`, measured from insertion.
+    time_to_live: Duration,
+}
+
+/// Evicts an entry when its token expires instead of waiting for capacity pressure.
+struct UntilTokenExpiry;
+
+impl Expiry<[u8; 32], CachedToken> for UntilTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &CachedToken,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.time_to_live)
+    }
+}
+
+impl TokenVerifier {
+    /// Builds a verifier caching up to `cache_capacity` verified tokens (0 disables caching).
+    pub fn new(policy: AuthPolicy, cache_capacity: u64) -> Result<TokenVerifier, PolicyError> {
+        if policy.algorithms.is_empty() {
+            return Err(PolicyError::NoAlgorithms);
+        }
+        if let Some(alg) = policy
+            .algorithms
+            .iter()
+            .find(|alg| alg.family() == AlgorithmFamily::Hmac)
+        {
+            return Err(PolicyError::SymmetricAlgorithm(*alg));
+        }
+        if let Some((_, name)) = policy
+            .claims_to_headers
+            .iter()
+            .find(|(_, name)| !is_header_name(name))
+        {
+            return Err(PolicyError::InvalidHeaderName(name.clone()));
+        }
+        let cache = Cache::builder()
+            .max_capacity(cache_capacity)
+            .expire_after(UntilTokenExpiry)
+            .build();
+        Ok(TokenVerifier {
+            rsa: family_validation(&policy.algorithms, AlgorithmFamily::Rsa),
+            ec: family_validation(&policy.algorithms, AlgorithmFamily::Ec),
+            ed: family_validation(&policy.algorithms, AlgorithmFamily::Ed),
+            policy,
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The policy this verifier enforces.
+    pub fn policy(&self) -> &AuthPolicy {
+        &self.policy
+    }
+
+    /// Verifies the token of an `Authorization` header value at time `now_s` (seconds since
+    /// the epoch). On [`AuthError::UnknownKid`] the caller may refresh `keys` and call again.
+    pub fn verify(
+        &self,
+        keys: &KeySet,
+        authorization: Option<&[u8]>,
+        now_s: u64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let token = bearer_token(authorization)?;
+        let fingerprint = sha256(token);
+        if let Some(cached) = self.cache.get(&fingerprint) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return self.recheck(&fingerprint, cached, now_s);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let cached = self.verify_uncached(keys, token, now_s)?;
+        let verified = Arc::clone(&cached.token);
+        self.cache.insert(fingerprint, cached);
+        Ok(verified)
+    }
+
+    /// Drops the cached tokens that `keys` would no longer verify: their `kid` left the
+    /// set, or now names other key material. Call it after every key-set swap.
+    pub fn retain_keys(&self, keys: &KeySet) {
+        let stale: Vec<Arc<[u8; 32]>> = self
+            .cache
+            .iter()
+            .filter(|(_, cached)| {
+                keys.select(cached.header_kid.as_deref(), cached.alg)
+                    .map_or(true, |key| key.thumbprint() != &cached.key_thumbprint)
+            })
+            .map(|(fingerprint, _)| fingerprint)
+            .collect();
+        for fingerprint in &stale {
+            self.cache.invalidate(fingerprint.as_ref());
+        }
+        if !stale.is_empty() {
+            tracing::debug!(
+                dropped = stale.len(),
+                "verified tokens dropped after key set change"
+            );
+        }
+    }
+
+    /// Cache counters since construction.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.cache.entry_count(),
+        }
+    }
+
+    fn recheck(
+        &self,
+        fingerprint: &[u8; 32],
+        cached: CachedToken,
+        now_s: u64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        match check_time_window(cached.token.exp, cached.nbf, now_s, self.policy.leeway_s) {
+            Ok(()) => Ok(cached.token),
+            Err(error) => {
+                if error == AuthError::Expired {
+                    self.cache.invalidate(fingerprint);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn verify_uncached(
+        &self,
+        keys: &KeySet,
+        token: &[u8],
+        now_s: u64,
+    ) -> Result<CachedToken, AuthError> {
+        // Only the JWS compact alphabet: also makes the token ASCII.
+        if !token
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(AuthError::Malformed);
+        }
+        let text = std::str::from_utf8(token).map_err(|_| AuthError::Malformed)?;
+        let mut parts = text.split('.');
+        let (encoded_header, payload, signature) =
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(header), Some(payload), Some(signature), None) => {
+                    (header, payload, signature)
+                }
+                _ => return Err(AuthError::Malformed),
+            };
+        if encoded_header.is_empty() || payload.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        // Our own header parse: jsonwebtoken cannot tell `alg: none` from garbage, and
+        // `crit` must be refused before anything else is trusted.
+        let header_json = URL_SAFE_NO_PAD
+            .decode(encoded_header)
+            .map_err(|_| AuthError::Malformed)?;
+        let header: TokenHeader =
+            serde_json::from_slice(&header_json).map_err(|_| AuthError::Malformed)?;
+        let alg = asymmetric_algorithm(&header.alg)
+            .filter(|alg| self.policy.algorithms.contains(alg))
+            .ok_or(AuthError::AlgorithmNotAllowed)?;
+        if header.crit {
+            return Err(AuthError::CritUnsupported);
+        }
+        if signature.is_empty() {
+            return Err(AuthError::BadSignature);
+        }
+        // jku / x5u / jwk / x5c are never read: the key comes from the key set only.
+        let key = keys.select(header.kid.as_deref(), alg)?;
+        let validation = self
+            .validation_for(alg)
+            .ok_or(AuthError::AlgorithmNotAllowed)?;
+        let claims =
+            jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), validation)
+                .map_err(|error| decode_error(error.kind()))?
+                .claims;
+
+        let times = self.check_claims(&claims, now_s)?;
+        let verified = VerifiedToken {
+            kid: key.kid().map(str::to_owned),
+            exp: times.exp,
+            subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            upstream_headers: self.upstream_headers(&claims),
+        };
+        let live_until = times.exp.saturating_add(self.policy.leeway_s);
+        Ok(CachedToken {
+            token: Arc::new(verified),
+            nbf: times.nbf,
+            header_kid: header.kid.map(Arc::from),
+            alg,
+            key_thumbprint: *key.thumbprint(),
+            time_to_live: Duration::from_secs(live_until.saturating_sub(now_s)),
+        })
+    }
+
+    fn validation_for(&self, alg: Algorithm) -> Option<&Validation> {
+        match alg.family() {
+            AlgorithmFamily::Rsa => self.rsa.as_ref(),
+            AlgorithmFamily::Ec => self.ec.as_ref(),
+            AlgorithmFamily::Ed => self.ed.as_ref(),
+            AlgorithmFamily::Hmac => None,
+        }
+    }
+
+    /// Every claim check, in a fixed order so the reported reason is predictable; scopes
+    /// last, since `insufficient_scope` is only meaningful for an otherwise valid token.
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now_s: u64,
+    ) -> Result<TokenTimes, AuthError> {
+        let policy = &self.policy;
+        let exp = numeric_date(claims, "exp")?.ok_or(AuthError::MissingExp)?;
+        let nbf = numeric_date(claims, "nbf")?;
+        let iat = numeric_date(claims, "iat")?;
+        check_time_window(exp, nbf, now_s, policy.leeway_s)?;
+        if iat.is_some_and(|iat| iat > now_s.saturating_add(policy.leeway_s)) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if let Some(issuer) = &policy.issuer {
+            match claims.get("iss") {
+                None => return Err(AuthError::MissingIssuer),
+                Some(Value::String(iss)) if iss == issuer => {}
+                Some(_) => return Err(AuthError::WrongIssuer),
+            }
+        }
+        if !policy.audiences.is_empty() {
+            check_audience(claims.get("aud"), &policy.audiences)?;
+        }
+        if exp.saturating_sub(iat.unwrap_or(now_s)) > policy.max_token_lifetime_s {
+            return Err(AuthError::LifetimeTooLong);
+        }
+        if !policy.required_scopes.is_empty() {
+            check_scopes(claims, &policy.required_scopes)?;
+        }
+        Ok(TokenTimes { exp, nbf })
+    }
+
+    fn upstream_headers(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
+        self.policy
+            .claims_to_headers
+            .iter()
+            .filter_map(|(claim, header)| {
+                let value = header_text(claims.get(claim)?)?;
+                Some((header.clone(), value))
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("policy", &self.policy)
+            .field("cache", &self.cache_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The header members the verifier reads; everything else (jku, x5u, jwk, x5c...) is ignored.
+#[derive(Deserialize)]
+struct TokenHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    /// Whether `crit` is present at all (even empty or null, which RFC 7515 forbids).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+struct TokenTimes {
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// The token of a `Bearer` credential: scheme case-insensitive, surrounding whitespace
+/// ignored, exactly one token (whitespace inside it is malformed), at most
+/// [`MAX_TOKEN_BYTES`], all checked without decoding anything.
+fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthError> {
+    let value = authorization.map(trim_whitespace).unwrap_or_default();
+    if value.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    let (scheme, rest) = match value.iter().position(|&b| is_whitespace(b)) {
+        Some(end) => value.split_at(end),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(AuthError::NotBearer);
+    }
+    let token = trim_whitespace(rest);
+    if token.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TooLarge);
+    }
+    if token.iter().any(|&b| is_whitespace(b)) {
+        return Err(AuthError::Malformed);
+    }
+    Ok(token)
+}
+
+fn is_whitespace(byte: u8) -> bool {
+    byte == b' ' || byte == b'\t'
+}
+
+fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| !is_whitespace(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_whitespace(b))
+        .map_or(start, |last| last + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn family_validation(algorithms: &[Algorithm], family: AlgorithmFamily) -> Option<Validation> {
+    let in_family: Vec<Algorithm> = algorithms
+        .iter()
+        .copied()
+        .filter(|alg| alg.family() == family)
+        .collect();
+    if in_family.is_empty() {
+        return None;
+    }
+    // Signature and algorithm checks only: jsonwebtoken's claim checks read the system
+    // clock and pass absent iss/aud, so every claim is checked in `check_claims` instead.
+    let mut validation = Validation::new_for_family(family);
+    validation.algorithms = in_family;
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    Some(validation)
+}
+
+fn decode_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+        ErrorKind::InvalidKeyFormat
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey => AuthError::NoMatchingKey,
+        // Bad base64 or JSON in the payload or signature, claims that are not an object,
+        // or duplicate registered claims (jsonwebtoken refuses those).
+        _ => AuthError::Malformed,
+    }
+}
+
+fn check_time_window(
+    exp: u64,
+    nbf: Option<u64>,
+    now_s: u64,
+    leeway_s: u64,
+) -> Result<(), AuthError> {
+    // RFC 7519: the token must not be accepted on or after `exp`.
+    if now_s >= exp.saturating_add(leeway_s) {
+        return Err(AuthError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now_s.saturating_add(leeway_s)) {
+        return Err(AuthError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// A NumericDate claim: a non-negative number of seconds (fractions are truncated).
+fn numeric_date(
+    claims: &Map<String, Value>,
+    claim: &'static str,
+) -> Result<Option<u64>, AuthError> {
+    let Some(value) = claims.get(claim) else {
+        return Ok(None);
+    };
+    let number = value.as_number().ok_or(AuthError::InvalidClaim { claim })?;
+    if let Some(seconds) = number.as_u64() {
+        return Ok(Some(seconds));
+    }
+    match number.as_f64() {
+        // `as` saturates, so a huge float becomes u64::MAX rather than wrapping.
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Some(seconds as u64)),
+        _ => Err(AuthError::InvalidClaim { claim }),
+    }
+}
+
+fn check_audience(aud: Option<&Value>, audiences: &[String]) -> Result<(), AuthError> {
+    let accepted = |candidate: &str| audiences.iter().any(|audience| audience == candidate);
+    match aud {
+        None => Err(AuthError::MissingAudience),
+        Some(Value::String(aud)) if accepted(aud) => Ok(()),
+        Some(Value::Array(values)) => {
+            // Every member must be a string, even when another one matches.
+            let mut matched = false;
+            for value in values {
+                let aud = value.as_str().ok_or(AuthError::WrongAudience)?;
+                matched |= accepted(aud);
+            }
+            if matched {
+                Ok(())
+            } else {
+                Err(AuthError::WrongAudience)
+            }
+        }
+        Some(_) => Err(AuthError::WrongAudience),
+    }
+}
+
+/// Every required scope must be granted by `scope` (space-separated string) or `scp`
+/// (array of strings, or a space-separated string as some issuers send it).
+fn check_scopes(claims: &Map<String, Value>, required: &[String]) -> Result<(), AuthError> {
+    let granted = |wanted: &str| {
+        ["scope", "scp"]
+            .iter()
+            .any(|claim| match claims.get(*claim) {
+                Some(Value::String(list)) => list.split(' ').any(|scope| scope == wanted),
+                Some(Value::Array(list)) => list.iter().any(|scope| scope.as_str() == Some(wanted)),
+                _ => false,
+            })
+    };
+    if required.iter().all(|scope| granted(scope)) {
+        Ok(())
+    } else {
+        Err(AuthError::InsufficientScope)
+    }
+}
+
+/// A claim as header text: strings as they are, numbers and booleans as JSON writes them;
+/// null, objects and arrays are not forwarded, nor text with control characters (a CR/LF
+/// would let a claim forge headers).
+fn header_text(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Null | Value::Array(_) | Value::Object(_) => return None,
+    };
+    text.bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        .then_some(text)
+}
+
+/// RFC 9110 field name: one or more `tchar`.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::demo::issuer_keys::test_keys::keys;
+    use crate::demo::issuer_keys::{
+        encode_unsigned, encode_with, jwks_json, mint, mint_with_header, SigningKey,
+    };
+
+    const NOW: u64 = 1_700_000_000;
+    const ISSUER: &str = "https://idp.example.com/";
+
+    fn policy() -> AuthPolicy {
+        AuthPolicy {
+            issuer: Some(ISSUER.into()),
+            audiences: vec!["upload-api".into()],
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+            leeway_s: 30,
+            max_token_lifetime_s: 86_400,
+            required_scopes: vec![],
+            claims_to_headers: vec![("sub".into(), "X-Auth-Subject".into())],
+        }
+    }
+
+    fn verifier_with(policy: AuthPolicy) -> TokenVerifier {
+        TokenVerifier::new(policy, 1_000).unwrap()
+    }
+
+    fn verifier() -> TokenVerifier {
+        verifier_with(policy())
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": ISSUER,
+            "aud": "upload-api",
+            "sub": "alice",
+            "iat": NOW - 10,
+            "exp": NOW + 600,
+            "scope": "uploads:write profile",
+        })
+    }
+
+    /// `claims()` with `changes` applied (a null member removes the claim).
+    fn claims_with(changes: Value) -> Value {
+        let mut claims = claims();
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        claims
+    }
+
+    fn key_set(signing_keys: &[&SigningKey]) -> KeySet {
+        let (set, skipped) = KeySet::from_jwks_json(jwks_json(signing_keys).as_bytes()).unwrap();
+        assert!(skipped.is_empty());
+        set
+    }
+
+    fn all_keys() -> KeySet {
+        let k = keys();
+        key_set(&[&k.rsa, &k.ec, &k.ed])
+    }
+
+    fn verify_at(
+        verifier: &TokenVerifier,
+        keys: &KeySet,
+        token: &str,
+        now_s: u64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        verifier.verify(keys, Some(format!("Bearer {token}").as_bytes()), now_s)
+    }
+
+    fn check(token: &str) -> Result<Arc<VerifiedToken>, AuthError> {
+        verify_at(&verifier(), &all_keys(), token, NOW)
+    }
+
+    fn rsa_token(claims: &Value) -> String {
+        mint(&keys().rsa, claims).unwrap()
+    }
+
+    #[test]
+    fn valid_tokens_of_each_algorithm_are_accepted() {
+        let k = keys();
+        for key in [&k.rsa, &k.ec, &k.ed] {
+            let verified = check(&mint(key, &claims()).unwrap()).unwrap();
+            assert_eq!(verified.kid.as_deref(), Some(key.kid.as_str()));
+            assert_eq!(verified.exp, NOW + 600);
+            assert_eq!(verified.subject.as_deref(), Some("alice"));
+        }
+    }
+
+    #[test]
+    fn ps256_token_is_accepted_by_an_rsa_jwk_without_alg() {
+        let mut jwk = keys().rsa.public_jwk.clone();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let jwks = json!({ "keys": [jwk] }).to_string();
+        let (set, _) = KeySet::from_jwks_json(jwks.as_bytes()).unwrap();
+        let mut policy = policy();
+        policy.algorithms.push(Algorithm::PS256);
+        let token = mint_with_header(&keys().rsa, &json!({ "alg": "PS256" }), &claims()).unwrap();
+        assert!(verify_at(&verifier_with(policy), &set, &token, NOW).is_ok());
+    }
+
+    #[test]
+    fn alg_none_token_is_refused() {
+        for alg in ["none", "None", "NONE"] {
+            let header = json!({ "alg": alg, "typ": "JWT", "kid": "rsa-1" });
+            let token = format!("{}.", encode_unsigned(&header, &claims()).unwrap());
+            assert_eq!(check(&token).unwrap_err(), AuthError::AlgorithmNotAllowed);
+        }
+    }
+
+    #[test]
+    fn hs256_token_signed_with_the_rsa_public_key_is_refused() {
+        let rsa = &keys().rsa;
+        let header = json!({ "alg": "HS256", "typ": "JWT", "kid": "rsa-1" });
+        let n = URL_SAFE_NO_PAD
+            .decode(rsa.public_jwk["n"].as_str().unwrap())
+            .unwrap();
+        let jwk_text = rsa.public_jwk.to_string();
+        for secret in [n.as_slice(), jwk_text.as_bytes()] {
+            let key = jsonwebtoken::EncodingKey::from_secret(secret);
+            let token = encode_with(&header, &claims(), &key, Algorithm::HS256).unwrap();
+            assert_eq!(check(&token).unwrap_err(), AuthError::AlgorithmNotAllowed);
+        }
+    }
+
+    #[test]
+    fn policy_with_a_symmetric_algorithm_is_refused() {
+        let mut policy = policy();
+        policy.algorithms.push(Algorithm::HS256);
+        assert_eq!(
+            TokenVerifier::new(policy, 10).unwrap_err(),
+            PolicyError::SymmetricAlgorithm(Algorithm::HS256)
+        );
+        let mut empty = self::policy();
+        empty.algorithms.clear();
+        assert_eq!(
+            TokenVerifier::new(empty, 10).unwrap_err(),
+            PolicyError::NoAlgorithms
+        );
+    }
+
+    #[test]
+    fn policy_with_an_invalid_header_name_is_refused() {
+        let mut policy = policy();
+        policy.claims_to_headers = vec![("sub".into(), "X-Auth Subject\r\n".into())];
+        assert!(matches!(
+            TokenVerifier::new(policy, 10),
+            Err(PolicyError::InvalidHeaderName(_))
+        ));
+    }
+
+    #[test]
+    fn algorithm_outside_the_policy_is_refused() {
+        let mut policy = policy();
+        policy.algorithms = vec![Algorithm::RS256];
+        let token = mint(&keys().ec, &claims()).unwrap();
+        assert_eq!(
+            verify_at(&verifier_with(policy), &all_keys(), &token, NOW).unwrap_err(),
+            AuthError::AlgorithmNotAllowed
+        );
+    }
+
+    #[test]
+    fn forged_signature_under_a_known_kid_is_refused() {
+        // The attacker's own RSA key, claiming kid rsa-1.
+        let forged = mint(&keys().attacker_rsa, &claims()).unwrap();
+        assert_eq!(check(&forged).unwrap_err(), AuthError::BadSignature);
+        // A genuine token whose payload was swapped.
+        let genuine = rsa_token(&claims());
+        let evil = rsa_token(&claims_with(json!({ "sub": "root" })));
+        let parts: Vec<&str> = genuine.split('.').collect();
+        let evil_payload = evil.split('.').nth(1).unwrap();
+        let spliced = format!("{}.{}.{}", parts[0], evil_payload, parts[2]);
+        assert_eq!(check(&spliced).unwrap_err(), AuthError::BadSignature);
+    }
+
+    #[test]
+    fn embedded_jwk_header_is_never_used() {
+        let attacker = &keys().attacker_rsa;
+        let token = mint_with_header(
+            attacker,
+            &json!({ "kid": null, "jwk": attacker.public_jwk }),
+            &claims(),
+        )
+        .unwrap();
+        // No kid: the single RS256 key of the set is used, not the embedded one.
+        assert_eq!(check(&token).unwrap_err(), AuthError::BadSignature);
+    }
+
+    #[test]
+    fn jku_and_x5u_headers_are_ignored() {
+        let attacker = &keys().attacker_rsa;
+        let urls = json!({
+            "kid": "attacker-1",
+            "jku": "https://attacker.example/jwks.json",
+            "x5u": "https://attacker.example/cert.pem",
+            "x5c": ["MIIB"],
+        });
+        let token = mint_with_header(attacker, &urls, &claims()).unwrap();
+        assert_eq!(check(&token).unwrap_err(), AuthError::UnknownKid);
+        let mut under_known_kid = urls;
+        under_known_kid["kid"] = json!("rsa-1");
+        let token = mint_with_header(attacker, &under_known_kid, &claims()).unwrap();
+        assert_eq!(check(&token).unwrap_err(), AuthError::BadSignature);
+    }
+
+    #[test]
+    fn crit_header_is_refused() {
+        for crit in [json!(["exp"]), json!(["b64"]), json!([])] {
+            let token = mint_with_header(&keys().rsa, &json!({ "crit": crit }), &claims()).unwrap();
+            assert_eq!(check(&token).unwrap_err(), AuthError::CritUnsupported);
+        }
+    }
+
+    #[test]
+    fn rs384_and_ps256_tokens_against_an_rs256_jwk_are_refused() {
+        let mut policy = policy();
+        policy
+            .algorithms
+            .extend([Algorithm::RS384, Algorithm::PS256]);
+        let verifier = verifier_with(policy);
+        for alg in ["RS384", "PS256"] {
+            // Genuinely signed by the RS256 key, with the algorithm the header names.
+            let token = mint_with_header(&keys().rsa, &json!({ "alg": alg }), &claims()).unwrap();
+            assert_eq!(
+                verify_at(&verifier, &all_keys(), &token, NOW).unwrap_err(),
+                AuthError::NoMatchingKey,
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_token_is_refused_beyond_the_leeway() {
+        let token = rsa_token(&claims_with(json!({ "exp": NOW - 31 })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::Expired);
+        let token = rsa_token(&claims_with(json!({ "exp": NOW - 30 })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::Expired);
+        let within_leeway = rsa_token(&claims_with(json!({ "exp": NOW - 29 })));
+        assert!(check(&within_leeway).is_ok());
+    }
+
+    #[test]
+    fn token_without_exp_is_refused() {
+        let token = rsa_token(&claims_with(json!({ "exp": null })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::MissingExp);
+    }
+
+    #[test]
+    fn non_numeric_time_claims_are_refused() {
+        for claim in ["exp", "nbf", "iat"] {
+            let mut change = Map::new();
+            change.insert(claim.to_owned(), json!("soon"));
+            let token = rsa_token(&claims_with(Value::Object(change)));
+            assert!(
+                matches!(check(&token), Err(AuthError::InvalidClaim { claim: c }) if c == claim),
+                "{claim}"
+            );
+        }
+        let negative = rsa_token(&claims_with(json!({ "nbf": -5 })));
+        assert!(matches!(
+            check(&negative),
+            Err(AuthError::InvalidClaim { .. })
+        ));
+        let fractional = rsa_token(&claims_with(json!({ "exp": (NOW + 60) as f64 + 0.5 })));
+        assert_eq!(check(&fractional).unwrap().exp, NOW + 60);
+    }
+
+    #[test]
+    fn token_not_yet_valid_is_refused() {
+        let token = rsa_token(&claims_with(json!({ "nbf": NOW + 31 })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::NotYetValid);
+        let within_leeway = rsa_token(&claims_with(json!({ "nbf": NOW + 30 })));
+        assert!(check(&within_leeway).is_ok());
+    }
+
+    #[test]
+    fn token_issued_in_the_future_is_refused() {
+        let token = rsa_token(&claims_with(json!({ "iat": NOW + 31 })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::IssuedInFuture);
+        let within_leeway = rsa_token(&claims_with(json!({ "iat": NOW + 30 })));
+        assert!(check(&within_leeway).is_ok());
+    }
+
+    #[test]
+    fn wrong_issuer_is_refused() {
+        for iss in [
+            json!("https://evil.example/"),
+            json!("https://idp.example.com"),
+            json!([ISSUER]),
+        ] {
+            let token = rsa_token(&claims_with(json!({ "iss": iss })));
+            assert_eq!(check(&token).unwrap_err(), AuthError::WrongIssuer, "{iss}");
+        }
+    }
+
+    #[test]
+    fn missing_issuer_is_refused_when_configured() {
+        let token = rsa_token(&claims_with(json!({ "iss": null })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::MissingIssuer);
+        let mut no_issuer = policy();
+        no_issuer.issuer = None;
+        assert!(verify_at(&verifier_with(no_issuer), &all_keys(), &token, NOW).is_ok());
+    }
+
+    #[test]
+    fn missing_audience_is_refused_when_configured() {
+        let token = rsa_token(&claims_with(json!({ "aud": null })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::MissingAudience);
+        let mut no_audience = policy();
+        no_audience.audiences.clear();
+        assert!(verify_at(&verifier_with(no_audience), &all_keys(), &token, NOW).is_ok());
+    }
+
+    #[test]
+    fn wrong_or_non_string_audience_is_refused() {
+        for aud in [
+            json!("other-api"),
+            json!(["other-api"]),
+            json!(42),
+            json!({ "aud": "upload-api" }),
+            json!(["upload-api", 42]),
+            json!([]),
+        ] {
+            let token = rsa_token(&claims_with(json!({ "aud": aud })));
+            assert_eq!(
+                check(&token).unwrap_err(),
+                AuthError::WrongAudience,
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
+    fn audience_array_with_a_configured_value_is_accepted() {
+        let token = rsa_token(&claims_with(json!({ "aud": ["other-api", "upload-api"] })));
+        assert!(check(&token).is_ok());
+    }
+
+    #[test]
+    fn lifetime_over_the_cap_is_refused() {
+        let token = rsa_token(&claims_with(json!({ "iat": NOW, "exp": NOW + 86_401 })));
+        assert_eq!(check(&token).unwrap_err(), AuthError::LifetimeTooLong);
+        let at_cap = rsa_token(&claims_with(json!({ "iat": NOW, "exp": NOW + 86_400 })));
+        assert!(check(&at_cap).is_ok());
+        // Without iat, the remaining lifetime counts.
+        let no_iat = rsa_token(&claims_with(json!({ "iat": null, "exp": NOW + 86_401 })));
+        assert_eq!(check(&no_iat).unwrap_err(), AuthError::LifetimeTooLong);
+    }
+
+    #[test]
+    fn oversized_token_is_refused_before_decoding() {
+        // Validly signed, but over 8 KiB because of a huge claim.
+        let big = rsa_token(&claims_with(json!({ "pad": "x".repeat(MAX_TOKEN_BYTES) })));
+        assert!(big.len() > MAX_TOKEN_BYTES);
+        assert_eq!(check(&big).unwrap_err(), AuthError::TooLarge);
+        // Not decodable at all: still TooLarge, so nothing was decoded.
+        let garbage = "!".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(check(&garbage).unwrap_err(), AuthError::TooLarge);
+        let at_limit = "!".repeat(MAX_TOKEN_BYTES);
+        assert_eq!(check(&at_limit).unwrap_err(), AuthError::Malformed);
+    }
+
+    #[test]
+    fn token_without_kid_is_accepted_when_one_key_fits() {
+        let token = mint_with_header(&keys().rsa, &json!({ "kid": null }), &claims()).unwrap();
+        let verified = check(&token).unwrap();
+        assert_eq!(verified.kid.as_deref(), Some("rsa-1"));
+    }
+
+    #[test]
+    fn token_without_kid_is_refused_when_two_keys_fit() {
+        let k = keys();
+        let token = mint_with_header(&k.rsa, &json!({ "kid": null }), &claims()).unwrap();
+        let two_rsa = key_set(&[&k.rsa, &k.rsa2]);
+        assert_eq!(
+            verify_at(&verifier(), &two_rsa, &token, NOW).unwrap_err(),
+            AuthError::AmbiguousKey
+        );
+    }
+
+    #[test]
+    fn unknown_kid_asks_for_a_key_refresh() {
+        let token = mint_with_header(&keys().rsa, &json!({ "kid": "rsa-9" }), &claims()).unwrap();
+        let error = check(&token).unwrap_err();
+        assert_eq!(error, AuthError::UnknownKid);
+        assert!(error.wants_key_refresh());
+        assert_eq!(error.reason(), "unknown_kid");
+        assert!(!AuthError::BadSignature.wants_key_refresh());
+        assert!(!AuthError::NoMatchingKey.wants_key_refresh());
+    }
+
+    #[test]
+    fn missing_scope_is_insufficient_scope() {
+        let mut policy = policy();
+        policy.required_scopes = vec!["uploads:write".into(), "uploads:finish".into()];
+        let token = rsa_token(&claims());
+        let error = verify_at(&verifier_with(policy), &all_keys(), &token, NOW).unwrap_err();
+        assert_eq!(error, AuthError::InsufficientScope);
+        assert_eq!(error.www_authenticate_error(), "insufficient_scope");
+        assert_eq!(AuthError::Expired.www_authenticate_error(), "invalid_token");
+    }
+
+    #[test]
+    fn scope_string_and_scp_array_grant_scopes() {
+        let mut policy = policy();
+        policy.required_scopes = vec!["uploads:write".into(), "profile".into()];
+        let verifier = verifier_with(policy);
+        let keys = all_keys();
+        let scope = rsa_token(&claims());
+        assert!(verify_at(&verifier, &keys, &scope, NOW).is_ok());
+        let scp = rsa_token(&claims_with(
+            json!({ "scope": null, "scp": ["profile", "uploads:write"] }),
+        ));
+        assert!(verify_at(&verifier, &keys, &scp, NOW).is_ok());
+        let partial = rsa_token(&claims_with(
+            json!({ "scope": "uploads:write", "scp": ["uploads"] }),
+        ));
+        assert_eq!(
+            verify_at(&verifier, &keys, &partial, NOW).unwrap_err(),
+            AuthError::InsufficientScope
+        );
+        let prefix_only = rsa_token(&claims_with(json!({ "scope": "uploads:writer profile" })));
+        assert_eq!(
+            verify_at(&verifier, &keys, &prefix_only, NOW).unwrap_err(),
+            AuthError::InsufficientScope
+        );
+    }
+
+    #[test]
+    fn cache_hit_skips_verification_but_rejects_once_expired() {
+        let verifier = verifier();
+        let token = rsa_token(&claims());
+        let first = verify_at(&verifier, &all_keys(), &token, NOW).unwrap();
+        // An empty key set would refuse any verification: success proves a cache hit.
+        let hit = verify_at(&verifier, &KeySet::empty(), &token, NOW + 100).unwrap();
+        assert!(Arc::ptr_eq(&first, &hit));
+        let stats = verifier.cache_stats();
+        assert_eq!((stats.hits, stats.misses), (1, 1));
+        assert_eq!(
+            verify_at(&verifier, &KeySet::empty(), &token, NOW + 600 + 30).unwrap_err(),
+            AuthError::Expired
+        );
+    }
+
+    #[test]
+    fn cache_hit_rechecks_nbf() {
+        let verifier = verifier();
+        let token = rsa_token(&claims_with(json!({ "nbf": NOW - 5 })));
+        verify_at(&verifier, &all_keys(), &token, NOW).unwrap();
+        // The clock stepped back: the cached token is not valid yet.
+        assert_eq!(
+            verify_at(&verifier, &KeySet::empty(), &token, NOW - 100).unwrap_err(),
+            AuthError::NotYetValid
+        );
+    }
+
+    #[test]
+    fn retain_keys_drops_entries_of_a_removed_kid() {
+        let k = keys();
+        let verifier = verifier();
+        let rsa = rsa_token(&claims());
+        let ec = mint(&k.ec, &claims()).unwrap();
+        let no_kid = mint_with_header(&k.ed, &json!({ "kid": null }), &claims()).unwrap();
+        let all = all_keys();
+        for token in [&rsa, &ec, &no_kid] {
+            verify_at(&verifier, &all, token, NOW).unwrap();
+        }
+        // rsa-1 left the set; ed-1 left too, which drops the kid-less EdDSA token.
+        verifier.retain_keys(&key_set(&[&k.ec]));
+        let empty = KeySet::empty();
+        assert_eq!(
+            verify_at(&verifier, &empty, &rsa, NOW).unwrap_err(),
+            AuthError::UnknownKid
+        );
+        assert_eq!(
+            verify_at(&verifier, &empty, &no_kid, NOW).unwrap_err(),
+            AuthError::NoMatchingKey
+        );
+        assert!(verify_at(&verifier, &empty, &ec, NOW).is_ok());
+    }
+
+    #[test]
+    fn retain_keys_drops_entries_when_a_kid_is_reused_for_another_key() {
+        let k = keys();
+        let verifier = verifier();
+        let token = rsa_token(&claims());
+        verify_at(&verifier, &all_keys(), &token, NOW).unwrap();
+        let mut rotated = k.rsa2.public_jwk.clone();
+        rotated["kid"] = json!("rsa-1");
+        let jwks = json!({ "keys": [rotated] }).to_string();
+        let (set, _) = KeySet::from_jwks_json(jwks.as_bytes()).unwrap();
+        verifier.retain_keys(&set);
+        assert_eq!(
+            verify_at(&verifier, &set, &token, NOW).unwrap_err(),
+            AuthError::BadSignature
+        );
+    }
+
+    #[test]
+    fn claims_to_headers_forward_scalars_only() {
+        let mut policy = policy();
+        policy.claims_to_headers = vec![
+            ("sub".into(), "X-Auth-Subject".into()),
+            ("tenant".into(), "X-Tenant".into()),
+            ("admin".into(), "X-Admin".into()),
+            ("ratio".into(), "X-Ratio".into()),
+            ("groups".into(), "X-Groups".into()),
+            ("profile".into(), "X-Profile".into()),
+            ("gone".into(), "X-Gone".into()),
+            ("nothing".into(), "X-Nothing".into()),
+            ("evil".into(), "X-Evil".into()),
+        ];
+        let token = rsa_token(&claims_with(json!({
+            "tenant": 42,
+            "admin": false,
+            "ratio": 0.5,
+            "groups": ["a", "b"],
+            "profile": { "name": "A" },
+            "nothing": null,
+            "evil": "x\r\nX-Injected: 1",
+        })));
+        let verified = verify_at(&verifier_with(policy), &all_keys(), &token, NOW).unwrap();
+        let expected: Vec<(String, String)> = [
+            ("X-Auth-Subject", "alice"),
+            ("X-Tenant", "42"),
+            ("X-Admin", "false"),
+            ("X-Ratio", "0.5"),
+        ]
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        assert_eq!(verified.upstream_headers, expected);
+    }
+
+    #[test]
+    fn bearer_scheme_is_parsed_strictly_but_case_insensitively() {
+        let verifier = verifier();
+        let keys = all_keys();
+        let token = rsa_token(&claims());
+        let verify = |value: &str| verifier.verify(&keys, Some(value.as_bytes()), NOW);
+        assert_eq!(
+            verifier.verify(&keys, None, NOW).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(verify("").unwrap_err(), AuthError::Missing);
+        assert_eq!(verify("  ").unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            verify(&format!("Basic {token}")).unwrap_err(),
+            AuthError::NotBearer
+        );
+        assert_eq!(
+            verify(&format!("Bearer{token}")).unwrap_err(),
+            AuthError::NotBearer
+        );
+        assert_eq!(verify("Bearer").unwrap_err(), AuthError::Malformed);
+        assert_eq!(verify("Bearer   ").unwrap_err(), AuthError::Malformed);
+        assert_eq!(
+            verify(&format!("Bearer {token} {token}")).unwrap_err(),
+            AuthError::Malformed
+        );
+        assert!(verify(&format!("bearer {token}")).is_ok());
+        assert!(verify(&format!("BEARER {token}")).is_ok());
+        assert!(verify(&format!(" \tBearer  {token}\t ")).is_ok());
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let token = rsa_token(&claims());
+        let parts: Vec<&str> = token.split('.').collect();
+        let not_json = URL_SAFE_NO_PAD.encode(b"not json");
+        let bad_kid = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":7}"#);
+        let duplicate_alg =
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","alg":"RS256","kid":"rsa-1"}"#);
+        for bad in [
+            format!("{}.{}", parts[0], parts[1]),
+            format!("{token}.{}", parts[2]),
+            format!(".{}.{}", parts[1], parts[2]),
+            format!("{}..{}", parts[0], parts[2]),
+            format!("{not_json}.{}.{}", parts[1], parts[2]),
+            format!("{bad_kid}.{}.{}", parts[1], parts[2]),
+            format!("{duplicate_alg}.{}.{}", parts[1], parts[2]),
+            format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+            format!("{}.{}.{}+", parts[0], parts[1], parts[2]),
+            format!("{}.{}.A", parts[0], parts[1]),
+            format!("{}.{}.é", parts[0], parts[1]),
+        ] {
+            assert_eq!(check(&bad).unwrap_err(), AuthError::Malformed, "{bad}");
+        }
+        let unsigned = format!("{}.{}.", parts[0], parts[1]);
+        assert_eq!(check(&unsigned).unwrap_err(), AuthError::BadSignature);
+    }
+
+    #[test]
+    fn claims_that_are_not_an_object_are_refused() {
+        let header = json!({ "alg": "RS256", "kid": "rsa-1" });
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode("[1,2]")
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &keys().rsa.encoding_key,
+            Algorithm::RS256,
+        )
+        .unwrap();
+        assert_eq!(
+            check(&format!("{message}.{signature}")).unwrap_err(),
+            AuthError::Malformed
+        );
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let verifier = verifier();
+        let keys = all_keys();
+        let token = rsa_token(&claims()).into_bytes();
+        // Deterministic mutations: flip, drop and duplicate bytes all over a valid token.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut mutated = token.clone();
+            let at = (state as usize) % mutated.len();
+            match state % 3 {
+                0 => mutated[at] = (state >> 8) as u8,
+                1 => {
+                    mutated.remove(at);
+                }
+                _ => mutated.insert(at, mutated[at]),
+            }
+            let mut header = b"Bearer ".to_vec();
+            header.extend_from_slice(&mutated);
+            let _ = verifier.verify(&keys, Some(&header), NOW);
+        }
+    }
+
+    #[test]
+    fn error_display_never_contains_the_token() {
+        let forged = mint(&keys().attacker_rsa, &claims()).unwrap();
+        let error = check(&forged).unwrap_err();
+        for part in forged.split('.') {
+            assert!(!error.to_string().contains(part));
+            assert!(!format!("{error:?}").contains(part));
+        }
+    }
+
+    /// Cache-hit cost; run with
+    /// `cargo test --release -- --ignored cache_hit_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn cache_hit_cost() {
+        let verifier = verifier();
+        let keys = all_keys();
+        let header = format!("Bearer {}", rsa_token(&claims()));
+        verifier
+            .verify(&keys, Some(header.as_bytes()), NOW)
+            .unwrap();
+        let rounds = 200_000;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            verifier
+                .verify(&keys, Some(header.as_bytes()), NOW)
+                .unwrap();
+        }
+        let per_hit = started.elapsed() / rounds;
+        let started = Instant::now();
+        for _ in 0..200 {
+            verifier.cache.invalidate(&sha256(&header.as_bytes()[7..]));
+            verifier
+                .verify(&keys, Some(header.as_bytes()), NOW)
+                .unwrap();
+        }
+        let per_miss = started.elapsed() / 200;
+        println!(
+            "token {} bytes: hit {per_hit:?}, miss (RS256) {per_miss:?}",
+            header.len() - 7
+        );
+    }
+}

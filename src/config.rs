@@ -1,0 +1,927 @@
+//! Configuration: the TOML file format (SPEC §3) turned into validated settings.
+//!
+//! This is the one place that says no to a bad configuration. Every key is parsed, defaulted and
+//! checked here, and an error always names the key (`server.max_body_bytes: ...`). The rest of
+//! the gateway receives [`Config`], whose values cannot be invalid: compiled patterns, resolved
+//! upstream addresses, asymmetric algorithms only. It must never accept a value it would later
+//! have to second-guess on the request path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use regex::Regex;
+use serde::Deserialize;
+
+/// The largest request body the gateway will buffer: Pingora's retry buffer holds 64 KiB, and a
+/// body beyond it could not be replayed on a retried connection.
+pub const MAX_BODY_BYTES_LIMIT: usize = 65536;
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape (unknown key, wrong type).
+    #[error("{0}")]
+    Syntax(String),
+    /// A key holds a value the gateway refuses.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `server.max_body_bytes`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file format. Kept apart from the validated settings so that defaults and checks live in
+// one place and the rest of the code never sees an unchecked string.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    server: FileServer,
+    upstream: FileUpstream,
+    api: FileApi,
+    auth: FileAuth,
+    observability: FileObservability,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileServer {
+    listen: Vec<String>,
+    threads: i64,
+    max_body_bytes: i64,
+    shutdown_grace_s: i64,
+    tls_listen: Vec<String>,
+    tls_cert: String,
+    tls_key: String,
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:8080".into()],
+            threads: 2,
+            max_body_bytes: 16384,
+            shutdown_grace_s: 10,
+            tls_listen: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileUpstream {
+    servers: Vec<String>,
+    tls: bool,
+    sni: String,
+    connect_timeout_ms: i64,
+    read_timeout_ms: i64,
+    health_check_interval_ms: i64,
+    keepalive_pool_size: i64,
+}
+
+impl Default for FileUpstream {
+    fn default() -> Self {
+        Self {
+            servers: vec!["127.0.0.1:9000".into()],
+            tls: false,
+            sni: String::new(),
+            connect_timeout_ms: 1000,
+            read_timeout_ms: 30000,
+            health_check_interval_ms: 1000,
+            keepalive_pool_size: 128,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileApi {
+    path_prefix: String,
+    upload_id_pattern: String,
+    max_nb_chunks: i64,
+}
+
+impl Default for FileApi {
+    fn default() -> Self {
+        Self {
+            path_prefix: "/v1".into(),
+            upload_id_pattern: "^[0-9a-fA-F]{24}$".into(),
+            max_nb_chunks: 10000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileAuth {
+    jwks_url: String,
+    jwks_file: String,
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    leeway_s: i64,
+    max_token_lifetime_s: i64,
+    public_paths: Vec<String>,
+    jwks_min_refresh_s: i64,
+    jwks_max_refresh_s: i64,
+    unknown_kid_cooldown_s: i64,
+    required_scopes: Vec<String>,
+    forward_token: bool,
+    claims_to_headers: BTreeMap<String, String>,
+    verified_cache_capacity: i64,
+}
+
+impl Default for FileAuth {
+    fn default() -> Self {
+        Self {
+            jwks_url: String::new(),
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audiences: Vec::new(),
+            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+            leeway_s: 30,
+            max_token_lifetime_s: 86400,
+            public_paths: vec!["/healthz".into()],
+            jwks_min_refresh_s: 10,
+            jwks_max_refresh_s: 86400,
+            unknown_kid_cooldown_s: 30,
+            required_scopes: Vec::new(),
+            forward_token: true,
+            claims_to_headers: BTreeMap::new(),
+            verified_cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileObservability {
+    admin_listen: String,
+    log_format: String,
+}
+
+impl Default for FileObservability {
+    fn default() -> Self {
+        Self {
+            admin_listen: "127.0.0.1:9091".into(),
+            log_format: "json".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings.
+// ---------------------------------------------------------------------------------------------
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[upstream]`
+    pub upstream: UpstreamSettings,
+    /// `[api]`
+    pub api: ApiSettings,
+    /// `[auth]`
+    pub auth: AuthSettings,
+    /// `[observability]`
+    pub observability: ObservabilitySettings,
+}
+
+/// `[server]`: listeners and limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Pingora worker threads.
+    pub threads: usize,
+    /// Largest accepted request body on the finish route.
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// TLS listeners.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_listen`.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[upstream]`: where requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Resolved upstream addresses, in the configured order.
+    pub servers: Vec<SocketAddr>,
+    /// The configured spelling of each server (for logs and `check`).
+    pub server_names: Vec<String>,
+    /// TLS to the upstream.
+    pub tls: bool,
+    /// SNI (and certificate name) used with `tls`.
+    pub sni: String,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for each read from the upstream.
+    pub read_timeout: Duration,
+    /// How often each upstream is health checked.
+    pub health_check_interval: Duration,
+    /// Idle upstream connections kept for reuse.
+    pub keepalive_pool_size: usize,
+}
+
+/// `[api]`: the shape of the fronted API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Prefix under which the API lives: empty, or `/segment...` without a trailing slash.
+    pub path_prefix: String,
+    /// Pattern a well-formed upload ID matches.
+    pub upload_id_pattern: Regex,
+    /// Largest accepted `nb_chunks`.
+    pub max_nb_chunks: u64,
+}
+
+/// Where the key set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// Fetched over HTTP(S) and refreshed.
+    Url(String),
+    /// Read from a local file (re-read on refresh).
+    File(PathBuf),
+}
+
+/// `[auth]`: bearer token policy.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The JWKS location.
+    pub jwks: JwksSource,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (any match); empty means `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms: asymmetric only.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf`, `iat`.
+    pub leeway_s: u64,
+    /// Longest accepted token lifetime.
+    pub max_token_lifetime_s: u64,
+    /// Exact paths that need no token.
+    pub public_paths: Vec<String>,
+    /// Lower clamp of the JWKS `max-age`.
+    pub jwks_min_refresh: Duration,
+    /// Upper clamp of the JWKS `max-age`.
+    pub jwks_max_refresh: Duration,
+    /// At most one unknown-kid refresh per this period.
+    pub unknown_kid_cooldown: Duration,
+    /// Scopes every token must carry.
+    pub required_scopes: Vec<String>,
+    /// Whether `Authorization` goes upstream.
+    pub forward_token: bool,
+    /// Verified claims sent upstream as headers: (claim, header name), sorted by claim.
+    pub claims_to_headers: Vec<(String, http::HeaderName)>,
+    /// Entries in the verified-token cache.
+    pub verified_cache_capacity: u64,
+}
+
+/// Log line encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// `[observability]`
+#[derive(Debug, Clone)]
+pub struct ObservabilitySettings {
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); `None` when set to "".
+    pub admin_listen: Option<SocketAddr>,
+    /// Log encoding.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(syntax_message(&e)))?;
+        file.validate()
+    }
+
+    /// The effective configuration as TOML, as `check` prints it.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let s = &self.server;
+        let u = &self.upstream;
+        let a = &self.api;
+        let t = &self.auth;
+        let o = &self.observability;
+        let path_or_empty = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let _ = fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "[server]\nlisten = {}\nthreads = {}\nmax_body_bytes = {}\nshutdown_grace_s = {}\n\
+                 tls_listen = {}\ntls_cert = {}\ntls_key = {}\n\n",
+                toml_list(s.listen.iter()),
+                s.threads,
+                s.max_body_bytes,
+                s.shutdown_grace.as_secs(),
+                toml_list(s.tls_listen.iter()),
+                toml_str(&path_or_empty(&s.tls_cert)),
+                toml_str(&path_or_empty(&s.tls_key)),
+            ),
+        );
+        let _ = fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "[upstream]\nservers = {}\ntls = {}\nsni = {}\nconnect_timeout_ms = {}\n\
+                 read_timeout_ms = {}\nhealth_check_interval_ms = {}\nkeepalive_pool_size = {}\n\n",
+                toml_list(u.server_names.iter()),
+                u.tls,
+                toml_str(&u.sni),
+                u.connect_timeout.as_millis(),
+                u.read_timeout.as_millis(),
+                u.health_check_interval.as_millis(),
+                u.keepalive_pool_size,
+            ),
+        );
+        let _ = fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "[api]\npath_prefix = {}\nupload_id_pattern = {}\nmax_nb_chunks = {}\n\n",
+                toml_str(&a.path_prefix),
+                toml_str(a.upload_id_pattern.as_str()),
+                a.max_nb_chunks,
+            ),
+        );
+        let (url, file) = match &t.jwks {
+            JwksSource::Url(u) => (u.clone(), String::new()),
+            JwksSource::File(f) => (String::new(), f.display().to_string()),
+        };
+        let claims: Vec<String> = t
+            .claims_to_headers
+            .iter()
+            .map(|(claim, header)| format!("{} = {}", toml_str(claim), toml_str(header.as_str())))
+            .collect();
+        let algorithms: Vec<String> = t.algorithms.iter().map(|a| format!("{a:?}")).collect();
+        let _ = fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "[auth]\njwks_url = {}\njwks_file = {}\nissuer = {}\naudiences = {}\n\
+                 algorithms = {}\nleeway_s = {}\nmax_token_lifetime_s = {}\npublic_paths = {}\n\
+                 jwks_min_refresh_s = {}\njwks_max_refresh_s = {}\nunknown_kid_cooldown_s = {}\n\
+                 required_scopes = {}\nforward_token = {}\nclaims_to_headers = {{ {} }}\n\
+                 verified_cache_capacity = {}\n\n",
+                toml_str(&url),
+                toml_str(&file),
+                toml_str(t.issuer.as_deref().unwrap_or("")),
+                toml_list(t.audiences.iter()),
+                toml_list(algorithms.iter()),
+                t.leeway_s,
+                t.max_token_lifetime_s,
+                toml_list(t.public_paths.iter()),
+                t.jwks_min_refresh.as_secs(),
+                t.jwks_max_refresh.as_secs(),
+                t.unknown_kid_cooldown.as_secs(),
+                toml_list(t.required_scopes.iter()),
+                t.forward_token,
+                claims.join(", "),
+                t.verified_cache_capacity,
+            ),
+        );
+        let _ = fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "[observability]\nadmin_listen = {}\nlog_format = {}\n",
+                toml_str(&o.admin_listen.map(|a| a.to_string()).unwrap_or_default()),
+                toml_str(match o.log_format {
+                    LogFormat::Json => "json",
+                    LogFormat::Text => "text",
+                }),
+            ),
+        );
+        out
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn toml_list<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let parts: Vec<String> = items.map(|i| toml_str(&i.to_string())).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// toml's messages carry the key path (`unknown field ...` / `invalid type ... for key ...`);
+/// keep the message and drop the multi-line source excerpt so the error fits one line.
+fn syntax_message(e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    match e.span() {
+        Some(span) => format!("invalid configuration at byte {}: {msg}", span.start),
+        None => format!("invalid configuration: {msg}"),
+    }
+}
+
+fn int_in(key: &'static str, value: i64, min: i64, max: i64) -> Result<u64, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max} (got {value})"),
+        ));
+    }
+    u64::try_from(value).map_err(|_| invalid(key, format!("must not be negative (got {value})")))
+}
+
+fn socket_addrs(key: &'static str, items: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    items
+        .iter()
+        .map(|item| resolve(key, item))
+        .collect::<Result<Vec<_>, _>>()
+}
+
+fn resolve(key: &'static str, item: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = item.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let mut addrs = item
+        .to_socket_addrs()
+        .map_err(|e| invalid(key, format!("{item:?} is not a host:port address ({e})")))?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(key, format!("{item:?} resolves to no address")))
+}
+
+fn optional_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+/// Parses an algorithm name, refusing everything that is not an asymmetric signature: `none`
+/// and the HMAC family would let anyone holding the public key mint tokens.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg = match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        "HS256" | "HS384" | "HS512" => {
+            return Err(format!(
+                "{name} is symmetric and never accepted: a gateway must not share the signing secret"
+            ))
+        }
+        "none" | "None" | "NONE" => return Err("\"none\" is never accepted".into()),
+        other => {
+            return Err(format!(
+                "unknown algorithm {other:?} (allowed: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+            ))
+        }
+    };
+    Ok(alg)
+}
+
+impl FileConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        Ok(Config {
+            server: self.server.validate()?,
+            upstream: self.upstream.validate()?,
+            api: self.api.validate()?,
+            auth: self.auth.validate()?,
+            observability: self.observability.validate()?,
+        })
+    }
+}
+
+impl FileServer {
+    fn validate(self) -> Result<ServerSettings, ConfigError> {
+        let listen = socket_addrs("server.listen", &self.listen)?;
+        let tls_listen = socket_addrs("server.tls_listen", &self.tls_listen)?;
+        if listen.is_empty() && tls_listen.is_empty() {
+            return Err(invalid(
+                "server.listen",
+                "no listener: give at least one address in listen or tls_listen",
+            ));
+        }
+        let tls_cert = optional_path(&self.tls_cert);
+        let tls_key = optional_path(&self.tls_key);
+        if !tls_listen.is_empty() {
+            if tls_cert.is_none() {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "required when tls_listen is set",
+                ));
+            }
+            if tls_key.is_none() {
+                return Err(invalid("server.tls_key", "required when tls_listen is set"));
+            }
+        }
+        for (key, path) in [("server.tls_cert", &tls_cert), ("server.tls_key", &tls_key)] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(key, format!("{} is not a file", path.display())));
+                }
+            }
+        }
+        Ok(ServerSettings {
+            listen,
+            threads: int_in("server.threads", self.threads, 1, 1024)? as usize,
+            max_body_bytes: int_in(
+                "server.max_body_bytes",
+                self.max_body_bytes,
+                1,
+                MAX_BODY_BYTES_LIMIT as i64,
+            )? as usize,
+            shutdown_grace: Duration::from_secs(int_in(
+                "server.shutdown_grace_s",
+                self.shutdown_grace_s,
+                0,
+                3600,
+            )?),
+            tls_listen,
+            tls_cert,
+            tls_key,
+        })
+    }
+}
+
+impl FileUpstream {
+    fn validate(self) -> Result<UpstreamSettings, ConfigError> {
+        if self.servers.is_empty() {
+            return Err(invalid(
+                "upstream.servers",
+                "is empty: give at least one host:port",
+            ));
+        }
+        let servers = socket_addrs("upstream.servers", &self.servers)?;
+        let sni = if self.sni.is_empty() && self.tls {
+            // Without an explicit name, certificate checks use the configured host.
+            self.servers[0]
+                .rsplit_once(':')
+                .map(|(host, _)| host.trim_matches(['[', ']']).to_owned())
+                .unwrap_or_default()
+        } else {
+            self.sni
+        };
+        Ok(UpstreamSettings {
+            servers,
+            server_names: self.servers,
+            tls: self.tls,
+            sni,
+            connect_timeout: Duration::from_millis(int_in(
+                "upstream.connect_timeout_ms",
+                self.connect_timeout_ms,
+                1,
+                600_000,
+            )?),
+            read_timeout: Duration::from_millis(int_in(
+                "upstream.read_timeout_ms",
+                self.read_timeout_ms,
+                1,
+                3_600_000,
+            )?),
+            health_check_interval: Duration::from_millis(int_in(
+                "upstream.health_check_interval_ms",
+                self.health_check_interval_ms,
+                100,
+                3_600_000,
+            )?),
+            keepalive_pool_size: int_in(
+                "upstream.keepalive_pool_size",
+                self.keepalive_pool_size,
+                0,
+                1_000_000,
+            )? as usize,
+        })
+    }
+}
+
+impl FileApi {
+    fn validate(self) -> Result<ApiSettings, ConfigError> {
+        let prefix = self.path_prefix;
+        if !prefix.is_empty()
+            && (!prefix.starts_with('/')
+                || prefix.ends_with('/')
+                || prefix.contains(['?', '#', '%', ' ']))
+        {
+            return Err(invalid(
+                "api.path_prefix",
+                format!("{prefix:?} must be empty or start with '/' and not end with '/'"),
+            ));
+        }
+        let upload_id_pattern = regex::RegexBuilder::new(&self.upload_id_pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                invalid(
+                    "api.upload_id_pattern",
+                    format!("is not a valid regular expression: {e}"),
+                )
+            })?;
+        if upload_id_pattern.is_match("") {
+            return Err(invalid(
+                "api.upload_id_pattern",
+                "matches the empty string: anchor it (e.g. ^[0-9a-fA-F]{24}$)",
+            ));
+        }
+        Ok(ApiSettings {
+            path_prefix: prefix,
+            upload_id_pattern,
+            max_nb_chunks: int_in("api.max_nb_chunks", self.max_nb_chunks, 1, 1 << 40)?,
+        })
+    }
+}
+
+impl FileAuth {
+    fn validate(self) -> Result<AuthSettings, ConfigError> {
+        let jwks =
+            match (self.jwks_url.is_empty(), self.jwks_file.is_empty()) {
+                (false, true) => {
+                    let url = self.jwks_url;
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(
+                            "auth.jwks_url",
+                            format!("{url:?} must be an http:// or https:// URL"),
+                        ));
+                    }
+                    JwksSource::Url(url)
+                }
+                (true, false) => JwksSource::File(PathBuf::from(self.jwks_file)),
+                (false, false) => {
+                    return Err(invalid(
+                        "auth.jwks_url",
+                        "set either jwks_url or jwks_file, not both",
+                    ))
+                }
+                (true, true) => return Err(invalid(
+                    "auth.jwks_url",
+                    "missing: set jwks_url or jwks_file (every protected request needs a key set)",
+                )),
+            };
+        if self.algorithms.is_empty() {
+            return Err(invalid("auth.algorithms", "is empty"));
+        }
+        let mut algorithms = Vec::with_capacity(self.algorithms.len());
+        for name in &self.algorithms {
+            let alg = parse_algorithm(name).map_err(|p| invalid("auth.algorithms", p))?;
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if self.audiences.iter().any(String::is_empty) {
+            return Err(invalid("auth.audiences", "contains an empty string"));
+        }
+        for path in &self.public_paths {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "auth.public_paths",
+                    format!("{path:?} must start with '/'"),
+                ));
+            }
+        }
+        let min = int_in(
+            "auth.jwks_min_refresh_s",
+            self.jwks_min_refresh_s,
+            1,
+            86400 * 7,
+        )?;
+        let max = int_in(
+            "auth.jwks_max_refresh_s",
+            self.jwks_max_refresh_s,
+            1,
+            86400 * 7,
+        )?;
+        if min > max {
+            return Err(invalid(
+                "auth.jwks_min_refresh_s",
+                format!("is larger than auth.jwks_max_refresh_s ({min} > {max})"),
+            ));
+        }
+        let mut claims_to_headers = Vec::with_capacity(self.claims_to_headers.len());
+        for (claim, header) in self.claims_to_headers {
+            let name = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                invalid(
+                    "auth.claims_to_headers",
+                    format!("{header:?} is not a valid header name"),
+                )
+            })?;
+            let reserved = [
+                "authorization",
+                "host",
+                "content-length",
+                "content-type",
+                "transfer-encoding",
+                "connection",
+                "x-request-id",
+            ];
+            if reserved.contains(&name.as_str()) {
+                return Err(invalid(
+                    "auth.claims_to_headers",
+                    format!("{header:?} is a header the gateway manages itself"),
+                ));
+            }
+            claims_to_headers.push((claim, name));
+        }
+        if self
+            .required_scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(' '))
+        {
+            return Err(invalid(
+                "auth.required_scopes",
+                "scopes must be non-empty and contain no spaces",
+            ));
+        }
+        Ok(AuthSettings {
+            jwks,
+            issuer: (!self.issuer.is_empty()).then_some(self.issuer),
+            audiences: self.audiences,
+            algorithms,
+            leeway_s: int_in("auth.leeway_s", self.leeway_s, 0, 3600)?,
+            max_token_lifetime_s: int_in(
+                "auth.max_token_lifetime_s",
+                self.max_token_lifetime_s,
+                1,
+                86400 * 366,
+            )?,
+            public_paths: self.public_paths,
+            jwks_min_refresh: Duration::from_secs(min),
+            jwks_max_refresh: Duration::from_secs(max),
+            unknown_kid_cooldown: Duration::from_secs(int_in(
+                "auth.unknown_kid_cooldown_s",
+                self.unknown_kid_cooldown_s,
+                0,
+                86400,
+            )?),
+            required_scopes: self.required_scopes,
+            forward_token: self.forward_token,
+            claims_to_headers,
+            verified_cache_capacity: int_in(
+                "auth.verified_cache_capacity",
+                self.verified_cache_capacity,
+                0,
+                100_000_000,
+            )?,
+        })
+    }
+}
+
+impl FileObservability {
+    fn validate(self) -> Result<ObservabilitySettings, ConfigError> {
+        let admin_listen = if self.admin_listen.is_empty() {
+            None
+        } else {
+            Some(resolve("observability.admin_listen", &self.admin_listen)?)
+        };
+        let log_format = match self.log_format.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                return Err(invalid(
+                    "observability.log_format",
+                    format!("{other:?} is neither \"json\" nor \"text\""),
+                ))
+            }
+        };
+        Ok(ObservabilitySettings {
+            admin_listen,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[auth]\njwks_file = \"/dev/null\"\n";
+
+    fn with(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("{MINIMAL}{extra}"))
+    }
+
+    fn error_of(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_file_gets_the_documented_defaults() {
+        let c = with("").unwrap();
+        assert_eq!(c.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.server.max_body_bytes, 16384);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.upstream.connect_timeout, Duration::from_millis(1000));
+        assert_eq!(c.upstream.read_timeout, Duration::from_millis(30000));
+        assert_eq!(c.api.path_prefix, "/v1");
+        assert_eq!(c.api.max_nb_chunks, 10000);
+        assert_eq!(
+            c.auth.algorithms,
+            vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+        );
+        assert_eq!(c.auth.max_token_lifetime_s, 86400);
+        assert_eq!(c.observability.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../conf/gateway.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert!(!c.upstream.servers.is_empty());
+    }
+
+    #[test]
+    fn max_body_bytes_over_retry_buffer_is_refused_naming_the_key() {
+        let e = error_of(&format!("{MINIMAL}[server]\nmax_body_bytes = 65537\n"));
+        assert!(e.starts_with("server.max_body_bytes:"), "{e}");
+        assert!(with("[server]\nmax_body_bytes = 65536\n").is_ok());
+    }
+
+    #[test]
+    fn symmetric_or_unknown_algorithms_are_refused_naming_the_key() {
+        for alg in ["HS256", "none", "XYZ"] {
+            let e = error_of(&format!("{MINIMAL}algorithms = [\"{alg}\"]\n"));
+            assert!(e.starts_with("auth.algorithms:"), "{alg}: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_server_list_is_refused_naming_the_key() {
+        let e = error_of(&format!("{MINIMAL}[upstream]\nservers = []\n"));
+        assert!(e.starts_with("upstream.servers:"), "{e}");
+    }
+
+    #[test]
+    fn invalid_upload_id_pattern_is_refused_naming_the_key() {
+        let e = error_of(&format!("{MINIMAL}[api]\nupload_id_pattern = \"([\"\n"));
+        assert!(e.starts_with("api.upload_id_pattern:"), "{e}");
+        let e = error_of(&format!("{MINIMAL}[api]\nupload_id_pattern = \".*\"\n"));
+        assert!(e.starts_with("api.upload_id_pattern:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = error_of(&format!("{MINIMAL}[server]\nlisten_on = []\n"));
+        assert!(e.contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_source_is_refused() {
+        let e = error_of("");
+        assert!(e.starts_with("auth.jwks_url:"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_round_trips_through_check_output() {
+        let c = with("[auth.claims_to_headers]\nsub = \"X-Auth-Subject\"\n").unwrap();
+        let printed = c.to_toml();
+        let again = Config::from_toml(&printed).unwrap();
+        assert_eq!(again.to_toml(), printed);
+        assert!(
+            printed.contains("\"sub\" = \"x-auth-subject\""),
+            "{printed}"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The API's error catalogue (SPEC §4.7) and the gateway's typed errors.
+//!
+//! Every answer the gateway gives on its own account comes from here: a [`GatewayError`] maps to
+//! exactly one catalogue row (status, `error_code`, `error_message`) and carries an internal
+//! reason for logs and metrics. The client only ever sees the catalogue row, never the reason:
+//! no token, no body, no upstream address leaks through an error.
+
+use serde_json::{json, Value};
+
+use crate::auth::AuthError;
+use crate::render::{render_value, RenderOptions};
+use crate::request::body::BodyError;
+use crate::request::query::QueryError;
+
+/// One row of the API's error catalogue: what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiError {
+    /// `0x0230001 Invalid Input` (400, 413).
+    InvalidInput,
+    /// `0x0000003 Invalid access token` (403).
+    InvalidAccessToken,
+    /// `0x0230002 Requested file does not exist` (404).
+    FileNotFound,
+    /// `0x0000001 Internal Error` (500, 502, 503, 504).
+    Internal,
+}
+
+impl ApiError {
+    /// The catalogue's `error_code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ApiError::InvalidInput => "0x0230001",
+            ApiError::InvalidAccessToken => "0x0000003",
+            ApiError::FileNotFound => "0x0230002",
+            ApiError::Internal => "0x0000001",
+        }
+    }
+
+    /// The catalogue's `error_message`.
+    pub fn message(self) -> &'static str {
+        match self {
+            ApiError::InvalidInput => "Invalid Input",
+            ApiError::InvalidAccessToken => "Invalid access token",
+            ApiError::FileNotFound => "Requested file does not exist",
+            ApiError::Internal => "Internal Error",
+        }
+    }
+
+    /// The envelope `{"error":{"error_code":..,"error_message":..}}` as a document.
+    pub fn envelope(self) -> Value {
+        json!({"error": {"error_code": self.code(), "error_message": self.message()}})
+    }
+
+    /// The envelope rendered as the request asked (format, human).
+    pub fn render(self, opts: RenderOptions) -> Vec<u8> {
+        render_value(&self.envelope(), opts)
+    }
+}
+
+/// Everything the gateway refuses or fails at, one variant per cause.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A query parameter the API does not accept.
+    #[error("invalid query: {0}")]
+    Query(#[from] QueryError),
+    /// A finish-upload body that is not valid.
+    #[error("invalid body: {0}")]
+    Body(#[from] BodyError),
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("request body over {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A path under the prefix with dot segments, `//` or encoded separators.
+    #[error("ambiguous path")]
+    AmbiguousPath,
+    /// The upload ID does not match `api.upload_id_pattern`.
+    #[error("malformed upload id")]
+    MalformedUploadId,
+    /// The bearer token was refused.
+    #[error("token refused: {0}")]
+    Auth(#[from] AuthError),
+    /// No key set has ever been loaded: the gateway cannot tell good tokens from bad.
+    #[error("no key set loaded")]
+    KeySetUnavailable,
+    /// No upstream accepted a connection.
+    #[error("no upstream reachable")]
+    UpstreamUnreachable,
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The client's request could not be read (malformed HTTP, body cut short).
+    #[error("client request unreadable")]
+    BadRequest,
+    /// A fault inside the gateway.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl GatewayError {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::Query(_)
+            | GatewayError::Body(_)
+            | GatewayError::AmbiguousPath
+            | GatewayError::BadRequest => 400,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::MalformedUploadId => 404,
+            GatewayError::Auth(_) => 403,
+            GatewayError::KeySetUnavailable => 503,
+            GatewayError::UpstreamUnreachable => 502,
+            GatewayError::UpstreamTimeout => 504,
+            GatewayError::Internal(_) => 500,
+        }
+    }
+
+    /// The catalogue row the client sees.
+    pub fn api_error(&self) -> ApiError {
+        match self.status() {
+            400 | 413 => ApiError::InvalidInput,
+            403 => ApiError::InvalidAccessToken,
+            404 => ApiError::FileNotFound,
+            _ => ApiError::Internal,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::Query(e) => e.reason(),
+            GatewayError::Body(e) => e.reason(),
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::AmbiguousPath => "ambiguous_path",
+            GatewayError::MalformedUploadId => "malformed_upload_id",
+            GatewayError::Auth(e) => e.reason(),
+            GatewayError::KeySetUnavailable => "key_set_unavailable",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::BadRequest => "bad_request",
+            GatewayError::Internal(reason) => reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::ResponseFormat;
+
+    #[test]
+    fn each_status_maps_to_exactly_its_catalogue_row() {
+        let cases = [
+            (GatewayError::BodyTooLarge { limit: 1 }, 413, "0x0230001"),
+            (GatewayError::MalformedUploadId, 404, "0x0230002"),
+            (GatewayError::KeySetUnavailable, 503, "0x0000001"),
+            (GatewayError::UpstreamUnreachable, 502, "0x0000001"),
+            (GatewayError::UpstreamTimeout, 504, "0x0000001"),
+            (GatewayError::BadRequest, 400, "0x0230001"),
+            (GatewayError::Internal("x"), 500, "0x0000001"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status(), status, "{error}");
+            assert_eq!(error.api_error().code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn envelope_is_the_documented_json() {
+        let body = ApiError::Internal.render(RenderOptions::default());
+        assert_eq!(
+            body,
+            br#"{"error":{"error_code":"0x0000001","error_message":"Internal Error"}}"#
+        );
+    }
+
+    #[test]
+    fn envelope_renders_as_xml_when_asked() {
+        let opts = RenderOptions {
+            format: ResponseFormat::Xml,
+            ..RenderOptions::default()
+        };
+        let body = String::from_utf8(ApiError::InvalidAccessToken.render(opts)).unwrap();
+        assert!(body.contains(
+            "<error><error_code>0x0000003</error_code><error_message>Invalid access token</error_message></error>"
+        ), "{body}");
+    }
+}

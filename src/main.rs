@@ -1,0 +1,122 @@
+//! The `upload-gateway` command: parse arguments, load the configuration, run. Everything else
+//! lives in the `upload_gateway` library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use upload_gateway::config::{Config, LogFormat};
+use upload_gateway::server::RunOptions;
+
+/// Edge API gateway for the finish-upload call (Pingora).
+#[derive(Debug, Parser)]
+#[command(
+    name = "upload-gateway",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file (the default command).
+    Run(RunArgs),
+    /// Validate a configuration file and print the effective configuration.
+    Check {
+        /// The TOML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the gateway with a built-in upload service and token issuer on loopback.
+    Demo,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Take over the listeners of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+    /// Upgrade socket path (for --upgrade).
+    #[arg(long)]
+    upgrade_sock: Option<String>,
+    /// PID file path (for --daemon).
+    #[arg(long)]
+    pid_file: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Demo) => demo(),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("upload-gateway: {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            print!("{}", config.to_toml());
+            eprintln!("upload-gateway: {} is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let Some(path) = args.config else {
+        eprintln!(
+            "upload-gateway: --config FILE is required (see --help, or try `upload-gateway demo`)"
+        );
+        return ExitCode::from(2);
+    };
+    let config = match load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    upload_gateway::logging::init(config.observability.log_format);
+    let options = RunOptions {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+        upgrade_sock: args.upgrade_sock,
+        pid_file: args.pid_file,
+    };
+    match upload_gateway::server::build(config, &options) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("upload-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    upload_gateway::logging::init(LogFormat::Text);
+    match upload_gateway::demo::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("upload-gateway demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The per-request context: everything `request_filter` decided, carried to the later phases so
+//! that none of them re-derives it. It holds no token and no raw body, only decisions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use crate::auth::VerifiedToken;
+use crate::error::GatewayError;
+use crate::proxy::route::Route;
+use crate::render::RenderOptions;
+
+/// How the upstream's response body is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponsePlan {
+    /// Relay bytes unchanged.
+    #[default]
+    PassThrough,
+    /// Buffer the JSON body and render it as decided (format, human, show_null).
+    Render,
+}
+
+/// What one request carries between Pingora's phases.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// When the request arrived.
+    pub started: Instant,
+    /// `X-Request-Id`: the client's when acceptable, else generated.
+    pub request_id: HeaderValue,
+    /// The route, decided once.
+    pub route: Route,
+    /// A HEAD request: its response has no body to render.
+    pub head: bool,
+    /// How every response on this request is rendered.
+    pub render: RenderOptions,
+    /// The query to send upstream, when it differs from the client's.
+    pub upstream_query: Option<UpstreamQuery>,
+    /// The canonical finish-upload body, replayed on every upstream attempt.
+    pub body: Option<Bytes>,
+    /// The verified token, when the route needed one.
+    pub token: Option<Arc<VerifiedToken>>,
+    /// Auth outcome label for the log line.
+    pub auth_outcome: &'static str,
+    /// Upstream attempts so far.
+    pub attempts: u8,
+    /// The upstream of the last attempt.
+    pub upstream: Option<SocketAddr>,
+    /// When the upstream response header arrived.
+    pub upstream_latency: Option<std::time::Duration>,
+    /// The refusal or failure answered on this request, for the log line.
+    pub error: Option<GatewayError>,
+    /// What happens to the upstream's response body.
+    pub response_plan: ResponsePlan,
+    /// The upstream body being buffered for rendering.
+    pub response_buffer: Vec<u8>,
+}
+
+/// The rewritten query for the upstream: `None` inside means "no query at all".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamQuery(pub Option<String>);
+
+impl RequestCtx {
+    /// A fresh context for a request that has not been looked at yet.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            request_id: HeaderValue::from_static(""),
+            route: Route::Other,
+            head: false,
+            render: RenderOptions::default(),
+            upstream_query: None,
+            body: None,
+            token: None,
+            auth_outcome: "none",
+            attempts: 0,
+            upstream: None,
+            upstream_latency: None,
+            error: None,
+            response_plan: ResponsePlan::PassThrough,
+            response_buffer: Vec::new(),
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

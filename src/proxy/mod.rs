@@ -1,0 +1,217 @@
+//! The Pingora shell: a [`ProxyHttp`] implementation that moves bytes and calls the pure core.
+//!
+//! One straight path per request: `request_filter` decides everything (route, rendering, query,
+//! token, body) and stores it in [`RequestCtx`]; `upstream_peer` picks a healthy upstream; the
+//! upstream filters write what was decided; the response filters render; `logging` writes one
+//! line. No phase re-derives what an earlier one decided, and nothing reaches the upstream
+//! before every check has passed.
+
+pub mod ctx;
+mod request;
+mod respond;
+mod response;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+
+pub use ctx::RequestCtx;
+
+/// The gateway: configuration, upstreams, authentication and metrics, shared by all requests.
+pub struct Gateway {
+    config: Arc<Config>,
+    upstreams: Arc<LoadBalancer<RoundRobin>>,
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// Builds the proxy logic over an upstream pool whose health checks run elsewhere.
+    pub fn new(
+        config: Arc<Config>,
+        upstreams: Arc<LoadBalancer<RoundRobin>>,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            upstreams,
+            auth,
+            metrics,
+        }
+    }
+}
+
+/// Attempts per request: the first, plus one retry of a connect failure on another server.
+const MAX_ATTEMPTS: u8 = 2;
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.decide(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(error) => {
+                self.respond_error(session, ctx, error).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        let previous = ctx.upstream;
+        // On a retry, prefer a server other than the one that just refused the connection.
+        let backend = self
+            .upstreams
+            .select_with(b"", 256, |b, healthy| {
+                healthy && Some(b.addr.as_inet().copied()).flatten() != previous
+            })
+            .or_else(|| self.upstreams.select(b"", 256));
+        let Some(backend) = backend else {
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy upstream",
+            ));
+        };
+        let addr = backend.addr.as_inet().copied();
+        ctx.upstream = addr;
+        let upstream = &self.config.upstream;
+        let mut peer = HttpPeer::new(backend.addr.clone(), upstream.tls, upstream.sni.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // PUT is idempotent and the body is replayed from the retry buffer, so one retry on
+        // another server is safe; more would only delay the 502.
+        e.set_retry(ctx.attempts < MAX_ATTEMPTS && self.config.upstream.servers.len() > 1);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.write_upstream_request(session, upstream_request, ctx)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The whole client body was read and validated in request_filter; what Pingora replays
+        // from its retry buffer is swapped for the canonical body. Cloning `Bytes` is a refcount
+        // bump, so a retried attempt gets the same body again.
+        if let Some(canonical) = &ctx.body {
+            *body = end_of_stream.then(|| canonical.clone());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.prepare_response(upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        response::render_body(body, end_of_stream, ctx)?;
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let error_code = match classify_failure(e) {
+            // The client went away: nothing can be written.
+            None => 0,
+            Some(error) => {
+                let status = error.status();
+                match self.respond_error(session, ctx, error).await {
+                    Ok(()) => status,
+                    Err(_) => 0,
+                }
+            }
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.log_request(session, e, ctx);
+    }
+}
+
+/// Maps a Pingora failure to the gateway's error, or `None` when the client is gone.
+fn classify_failure(e: &Error) -> Option<GatewayError> {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout => Some(GatewayError::UpstreamTimeout),
+        HTTPStatus(code) if *code == 504 => Some(GatewayError::UpstreamTimeout),
+        _ => match e.esource() {
+            ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => None,
+                _ => Some(GatewayError::BadRequest),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
+                ConnectNoRoute | ConnectRefused | ConnectError | ConnectProxyFailure => {
+                    Some(GatewayError::UpstreamUnreachable)
+                }
+                _ => Some(GatewayError::Internal("proxy_failure")),
+            },
+        },
+    }
+}

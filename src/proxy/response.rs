@@ -1,0 +1,143 @@
+//! The response side of the shell: decide from the upstream's header whether its body is
+//! rendered (JSON, not encoded, not HEAD/204/304), then buffer and render it at the end.
+//!
+//! It must never send a stale `Content-Length`, never touch a body it cannot parse as JSON, and
+//! never buffer more than [`RENDER_LIMIT`] bytes of an upstream answer.
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, VARY};
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorType, Result};
+
+use super::ctx::{RequestCtx, ResponsePlan};
+use super::Gateway;
+use crate::render::render_upstream_body;
+
+/// The largest upstream body the gateway buffers to render: finish-call answers are a few
+/// hundred bytes, so anything near this is a misbehaving upstream.
+pub const RENDER_LIMIT: usize = 1 << 20;
+
+impl Gateway {
+    /// Adds the gateway's headers and decides the response plan.
+    pub(super) fn prepare_response(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_latency = Some(ctx.started.elapsed());
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        if !ctx.route.is_api() {
+            return Ok(());
+        }
+        resp.append_header(VARY, "Accept")?;
+        if !is_renderable(resp, ctx.head) {
+            return Ok(());
+        }
+        ctx.response_plan = ResponsePlan::Render;
+        resp.remove_header(&CONTENT_LENGTH);
+        resp.insert_header(TRANSFER_ENCODING, "chunked")?;
+        resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
+        Ok(())
+    }
+}
+
+fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
+    let status = resp.status.as_u16();
+    if head || status == 204 || status == 304 || (100..200).contains(&status) {
+        return false;
+    }
+    let headers = &resp.headers;
+    let identity = headers
+        .get(CONTENT_ENCODING)
+        .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_media_type);
+    let small = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_none_or(|len| len <= RENDER_LIMIT);
+    identity && json && small
+}
+
+/// `application/json` or any `+json` type, parameters ignored.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .get(essence.len().saturating_sub(5)..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+}
+
+/// Buffers the upstream body while rendering, and swaps in the rendered body at the end.
+pub(super) fn render_body(
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if ctx.response_plan != ResponsePlan::Render {
+        return Ok(());
+    }
+    if let Some(chunk) = body.as_mut() {
+        if ctx.response_buffer.len() + chunk.len() > RENDER_LIMIT {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "upstream body over the render limit",
+            ));
+        }
+        ctx.response_buffer.extend_from_slice(chunk);
+        *chunk = Bytes::new();
+    }
+    if end_of_stream {
+        let raw = std::mem::take(&mut ctx.response_buffer);
+        // A body that claims JSON but is not is relayed as it came: never invent content.
+        let rendered = render_upstream_body(&raw, ctx.render).unwrap_or(raw);
+        *body = Some(Bytes::from(rendered));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_media_type("application/problem+json"));
+        assert!(!is_json_media_type("text/html"));
+        assert!(!is_json_media_type("json"));
+    }
+
+    fn response(status: u16, headers: &[(&'static str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(*k, *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn only_identity_json_bodies_are_rendered() {
+        let json = ("content-type", "application/json");
+        assert!(is_renderable(&response(200, &[json]), false));
+        assert!(!is_renderable(&response(200, &[json]), true));
+        assert!(!is_renderable(&response(204, &[json]), false));
+        assert!(!is_renderable(&response(304, &[json]), false));
+        assert!(!is_renderable(
+            &response(200, &[json, ("content-encoding", "gzip")]),
+            false
+        ));
+        assert!(!is_renderable(
+            &response(200, &[("content-type", "text/plain")]),
+            false
+        ));
+        assert!(!is_renderable(
+            &response(200, &[json, ("content-length", "2000000")]),
+            false
+        ));
+    }
+}

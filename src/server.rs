@@ -1,0 +1,118 @@
+//! Assembles and runs the Pingora server from a validated [`Config`]: the proxy service on every
+//! listener, the upstream health checks, the JWKS refresher and the admin listener.
+//!
+//! It must never start a proxy that could forward without authentication: the key store starts
+//! empty and every protected request is refused (503) until a key set loads.
+
+use std::sync::Arc;
+
+use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, LoadBalancer};
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::{background_service, Opt};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::admin::AdminService;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+
+/// Failure to assemble the server (before it serves anything).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Pingora refused part of the set-up.
+    #[error("cannot start: {0}")]
+    Pingora(String),
+    /// Metrics could not be registered.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Pingora's own command-line switches, passed through.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Take over the listeners of a running instance (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Run in the background.
+    pub daemon: bool,
+    /// Upgrade socket path (Pingora's default when `None`).
+    pub upgrade_sock: Option<String>,
+    /// PID file path (Pingora's default when `None`).
+    pub pid_file: Option<String>,
+}
+
+/// Builds the whole server; call [`Server::run_forever`] on the result.
+pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError> {
+    let config = Arc::new(config);
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        // Runtimes get one more second after the grace period to wind down.
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.upstream.keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    if let Some(sock) = &options.upgrade_sock {
+        conf.upgrade_sock = sock.clone();
+    }
+    if let Some(pid) = &options.pid_file {
+        conf.pid_file = pid.clone();
+    }
+    let opt = Opt {
+        upgrade: options.upgrade,
+        daemon: options.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(Metrics::new()?);
+
+    let mut upstreams =
+        LoadBalancer::<RoundRobin>::try_from_iter(config.upstream.servers.iter().copied())
+            .map_err(|e| StartError::Pingora(e.to_string()))?;
+    let mut health_check = TcpHealthCheck::new();
+    health_check.peer_template.options.connection_timeout = Some(config.upstream.connect_timeout);
+    upstreams.set_health_check(health_check);
+    upstreams.health_check_frequency = Some(config.upstream.health_check_interval);
+    let health_service = background_service("upstream health checks", upstreams);
+    let upstreams = health_service.task();
+
+    let auth = Arc::new(
+        Authenticator::new(&config.auth, metrics.clone())
+            .map_err(|e| StartError::Pingora(e.to_string()))?,
+    );
+    let jwks_service = background_service("jwks refresh", auth.refresher());
+
+    if let Some(admin_addr) = config.observability.admin_listen {
+        let admin = AdminService::new(metrics.clone(), auth.clone(), upstreams.clone());
+        let mut admin = pingora::services::listening::Service::new("admin".into(), admin);
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+
+    let gateway = Gateway::new(config.clone(), upstreams, auth, metrics);
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "upload-gateway",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key) {
+        for addr in &config.server.tls_listen {
+            let mut tls =
+                TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+                    .map_err(|e| StartError::Pingora(e.to_string()))?;
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        }
+    }
+
+    server.add_service(proxy);
+    server.add_service(health_service);
+    server.add_service(jwks_service);
+    Ok(server)
+}

@@ -1,0 +1,83 @@
+//! End to end: the command line (`check`, `--help`, missing config).
+
+mod common;
+
+use std::process::Command;
+
+fn check(config: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(common::binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BASE: &str = "[auth]\njwks_url = \"http://127.0.0.1:1/jwks.json\"\n";
+
+#[test]
+fn check_accepts_the_shipped_example_and_prints_the_effective_config() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.toml")).unwrap();
+    let (ok, stdout, stderr) = check(&text);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("max_body_bytes = 16384"), "{stdout}");
+    assert!(stdout.contains("[observability]"), "{stdout}");
+}
+
+#[test]
+fn check_prints_defaults_for_missing_keys() {
+    let (ok, stdout, _) = check(BASE);
+    assert!(ok);
+    assert!(stdout.contains("path_prefix = \"/v1\""), "{stdout}");
+    assert!(stdout.contains("read_timeout_ms = 30000"), "{stdout}");
+}
+
+#[test]
+fn check_rejects_each_invalid_value_naming_the_key() {
+    let cases = [
+        (
+            "[server]\nmax_body_bytes = 70000\n",
+            "server.max_body_bytes",
+        ),
+        ("algorithms = [\"HS256\"]\n", "auth.algorithms"),
+        ("algorithms = [\"RS999\"]\n", "auth.algorithms"),
+        ("algorithms = [\"none\"]\n", "auth.algorithms"),
+        ("[upstream]\nservers = []\n", "upstream.servers"),
+        (
+            "[api]\nupload_id_pattern = \"[unclosed\"\n",
+            "api.upload_id_pattern",
+        ),
+        ("[server]\nthreads = 0\n", "server.threads"),
+        (
+            "[observability]\nlog_format = \"xml\"\n",
+            "observability.log_format",
+        ),
+    ];
+    for (extra, key) in cases {
+        let (ok, _, stderr) = check(&format!("{BASE}{extra}"));
+        assert!(!ok, "accepted {extra:?}");
+        assert!(stderr.contains(key), "{extra:?}: {stderr}");
+    }
+}
+
+#[test]
+fn check_rejects_unknown_keys_naming_them() {
+    let (ok, _, stderr) = check(&format!("{BASE}[server]\nlisten_port = 80\n"));
+    assert!(!ok);
+    assert!(stderr.contains("listen_port"), "{stderr}");
+}
+
+#[test]
+fn running_without_a_config_explains_what_is_missing() {
+    let out = Command::new(common::binary()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}

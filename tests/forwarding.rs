@@ -1,0 +1,226 @@
+//! End to end: forwarding, failover, 502/504, request ids, forwarded headers, SIGTERM drain.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use upload_gateway::demo::upload_service::UploadServiceOptions;
+
+const INTERNAL_ERROR: &str =
+    r#"{"error":{"error_code":"0x0000001","error_message":"Internal Error"}}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finish_call_is_forwarded_with_request_id_and_forwarded_headers() {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+
+    let resp = client()
+        .put(gateway.url(&finish_path()))
+        .bearer_auth(token(&issuer))
+        .header("content-type", "application/json")
+        .body(r#"{"upload":{"nb_chunks":3}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let response_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(response_id.len(), 32, "generated id: {response_id}");
+    let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["upload"]["status"], "COMPLETING");
+    assert_eq!(body["upload"]["nb_chunks"], 3);
+
+    let received = service.received();
+    assert_eq!(received.len(), 1);
+    let upstream = &received[0];
+    assert_eq!(upstream.headers["x-request-id"], response_id.as_str());
+    assert_eq!(upstream.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(upstream.headers["x-forwarded-proto"], "http");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_request_id_is_kept_and_forwarded_for_is_appended() {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+
+    let resp = client()
+        .get(gateway.url("/v1/anything"))
+        .bearer_auth(token(&issuer))
+        .header("x-request-id", "client-id-42")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "client-id-42");
+    let upstream = &service.received()[0];
+    assert_eq!(upstream.headers["x-request-id"], "client-id-42");
+    assert_eq!(
+        upstream.headers["x-forwarded-for"],
+        "203.0.113.7, 127.0.0.1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_outside_the_api_are_proxied_unchanged() {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+
+    let resp = client()
+        .post(gateway.url("/other/path?b=2&format=weird&a=1"))
+        .bearer_auth(token(&issuer))
+        .header("content-type", "text/plain")
+        .body("raw body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let upstream = &service.received()[0];
+    assert_eq!(upstream.method, "POST");
+    assert_eq!(
+        upstream.uri.path_and_query().unwrap().as_str(),
+        "/other/path?b=2&format=weird&a=1"
+    );
+    assert_eq!(upstream.body.as_ref(), b"raw body");
+    assert_eq!(upstream.headers["content-type"], "text/plain");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_dead_upstream_of_two_causes_no_client_visible_error() {
+    let alive = upload_service().await;
+    let doomed = upload_service().await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(
+        vec![alive.addr(), doomed.addr()],
+        &issuer,
+    ));
+    let client = client();
+    let token = token(&issuer);
+
+    // Both upstreams serve, then one dies without the gateway being told.
+    for _ in 0..4 {
+        let resp = client
+            .get(gateway.url("/v1/ping"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(
+        !doomed.received().is_empty(),
+        "round robin used both upstreams"
+    );
+    drop(doomed);
+
+    for i in 0..20 {
+        let resp = client
+            .put(gateway.url(&finish_path()))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(r#"{"upload":{"nb_chunks":1}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i} after the upstream died");
+    }
+    let finish_calls = alive
+        .received()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
+    assert_eq!(finish_calls, 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_upstream_port_gives_502_with_internal_error_envelope() {
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![closed_port()], &issuer));
+
+    let resp = client()
+        .put(gateway.url(&finish_path()))
+        .bearer_auth(token(&issuer))
+        .header("content-type", "application/json")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert_eq!(resp.text().await.unwrap(), INTERNAL_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_slower_than_read_timeout_gives_504_with_internal_error_envelope() {
+    let slow = upload_service_with(UploadServiceOptions {
+        delay: Duration::from_secs(3),
+        ..UploadServiceOptions::default()
+    })
+    .await;
+    let issuer = issuer().await;
+    let config =
+        GatewayConfig::new(vec![slow.addr()], &issuer).with("upstream", "read_timeout_ms = 300");
+    let gateway = Gateway::start(&config);
+
+    let started = Instant::now();
+    let resp = client()
+        .put(gateway.url(&finish_path()))
+        .bearer_auth(token(&issuer))
+        .header("content-type", "application/json")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(resp.text().await.unwrap(), INTERNAL_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_call_finish_then_exits() {
+    let slow = upload_service_with(UploadServiceOptions {
+        delay: Duration::from_millis(1500),
+        ..UploadServiceOptions::default()
+    })
+    .await;
+    let issuer = issuer().await;
+    let config =
+        GatewayConfig::new(vec![slow.addr()], &issuer).with("server", "shutdown_grace_s = 3");
+    let mut gateway = Gateway::start(&config);
+
+    let request = client()
+        .put(gateway.url(&finish_path()))
+        .bearer_auth(token(&issuer))
+        .header("content-type", "application/json")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+        .send();
+    let in_flight = tokio::spawn(request);
+    // Let the request reach the upstream before the signal.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.received().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.terminate();
+
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["upload"]["status"], "COMPLETING");
+
+    let exited = tokio::task::spawn_blocking(move || gateway.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(
+        exited.is_some(),
+        "gateway did not exit within the grace period"
+    );
+}

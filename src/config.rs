@@ -98,6 +98,7 @@ struct FileUpstream {
     servers: Vec<String>,
     tls: bool,
     sni: String,
+    ca_file: String,
     connect_timeout_ms: i64,
     read_timeout_ms: i64,
     health_check_interval_ms: i64,
@@ -110,6 +111,7 @@ impl Default for FileUpstream {
             servers: vec!["127.0.0.1:9000".into()],
             tls: false,
             sni: String::new(),
+            ca_file: String::new(),
             connect_timeout_ms: 1000,
             read_timeout_ms: 30000,
             health_check_interval_ms: 1000,
@@ -243,6 +245,8 @@ pub struct UpstreamSettings {
     pub tls: bool,
     /// SNI (and certificate name) used with `tls`.
     pub sni: String,
+    /// PEM bundle of the CAs trusted for upstream certificates; the system's when `None`.
+    pub ca_file: Option<PathBuf>,
     /// TCP (and TLS) connect timeout.
     pub connect_timeout: Duration,
     /// Longest wait for each read from the upstream.
@@ -371,11 +375,12 @@ impl Config {
         let _ = fmt::Write::write_fmt(
             &mut out,
             format_args!(
-                "[upstream]\nservers = {}\ntls = {}\nsni = {}\nconnect_timeout_ms = {}\n\
+                "[upstream]\nservers = {}\ntls = {}\nsni = {}\nca_file = {}\nconnect_timeout_ms = {}\n\
                  read_timeout_ms = {}\nhealth_check_interval_ms = {}\nkeepalive_pool_size = {}\n\n",
                 toml_list(u.server_names.iter()),
                 u.tls,
                 toml_str(&u.sni),
+                toml_str(&path_or_empty(&u.ca_file)),
                 u.connect_timeout.as_millis(),
                 u.read_timeout.as_millis(),
                 u.health_check_interval.as_millis(),
@@ -603,11 +608,21 @@ impl FileUpstream {
         } else {
             self.sni
         };
+        let ca_file = optional_path(&self.ca_file);
+        if let Some(path) = &ca_file {
+            if !path.is_file() {
+                return Err(invalid(
+                    "upstream.ca_file",
+                    format!("{} is not a file", path.display()),
+                ));
+            }
+        }
         Ok(UpstreamSettings {
             servers,
             server_names: self.servers,
             tls: self.tls,
             sni,
+            ca_file,
             connect_timeout: Duration::from_millis(int_in(
                 "upstream.connect_timeout_ms",
                 self.connect_timeout_ms,

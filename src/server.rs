@@ -51,6 +51,12 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
         // Runtimes get one more second after the grace period to wind down.
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.keepalive_pool_size,
+        // Pingora's upstream TLS connector trusts this bundle instead of the system's.
+        ca_file: config
+            .upstream
+            .ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
         ..ServerConf::default()
     };
     if let Some(sock) = &options.upgrade_sock {

@@ -114,7 +114,7 @@ pub enum AuthError {
     /// No `exp` claim.
     #[error("token has no exp")]
     MissingExp,
-    /// A time claim is not a non-negative number, or the claims are not a JSON object.
+    /// A time claim (`exp`, `nbf`, `iat`) is not a non-negative number.
     #[error("claim {claim} has an invalid value")]
     InvalidClaim {
         /// The claim's name.

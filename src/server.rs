@@ -5,18 +5,20 @@
 //! empty and every protected request is refused (503) until a key set loads.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, LoadBalancer};
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{background_service, Opt};
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{ExecutionPhase, Server};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::AdminService;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, InFlightCounter};
 
 /// Failure to assemble the server (before it serves anything).
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,40 @@ pub struct RunOptions {
     pub upgrade_sock: Option<String>,
     /// PID file path (Pingora's default when `None`).
     pub pid_file: Option<String>,
+}
+
+/// Pingora sleeps through the whole grace period after SIGTERM even when nothing is in flight.
+/// Watch the shutdown instead: once the grace period starts and no request is in flight, exit.
+fn exit_when_drained(server: &Server, in_flight: InFlightCounter) {
+    let mut phases = server.watch_execution_phase();
+    let watcher = move || {
+        loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
+        // Several idle observations in a row, so a request caught between accept and its
+        // context being created is not cut off.
+        let mut idle_polls = 0;
+        loop {
+            if in_flight.get() == 0 {
+                idle_polls += 1;
+                if idle_polls >= 3 {
+                    tracing::info!("all in-flight requests finished; exiting");
+                    std::process::exit(0);
+                }
+            } else {
+                idle_polls = 0;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Without the watcher the gateway still exits, only at the end of the grace period.
+    let _ = std::thread::Builder::new()
+        .name("drain-watch".into())
+        .spawn(watcher);
 }
 
 /// Builds the whole server; call [`Server::run_forever`] on the result.
@@ -99,6 +135,7 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
     }
 
     let gateway = Gateway::new(config.clone(), upstreams, auth, metrics);
+    exit_when_drained(&server, gateway.in_flight());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,

@@ -2,6 +2,7 @@
 //! that none of them re-derives it. It holds no token and no raw body, only decisions.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +57,33 @@ pub struct RequestCtx {
     pub response_plan: ResponsePlan,
     /// The upstream body being buffered for rendering.
     pub response_buffer: Vec<u8>,
+    /// Counts this request as in flight until the context is dropped.
+    _in_flight: InFlight,
+}
+
+/// Requests in flight: shutdown waits for this to reach zero (or the grace period to end).
+#[derive(Debug, Clone, Default)]
+pub struct InFlightCounter(Arc<AtomicUsize>);
+
+impl InFlightCounter {
+    /// Requests currently being handled.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn enter(&self) -> InFlight {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.0.clone())
+    }
+}
+
+#[derive(Debug)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The rewritten query for the upstream: `None` inside means "no query at all".
@@ -63,8 +91,8 @@ pub struct RequestCtx {
 pub struct UpstreamQuery(pub Option<String>);
 
 impl RequestCtx {
-    /// A fresh context for a request that has not been looked at yet.
-    pub fn new() -> Self {
+    /// A fresh context for a request that has not been looked at yet, counted in `in_flight`.
+    pub fn new(in_flight: &InFlightCounter) -> Self {
         Self {
             started: Instant::now(),
             request_id: HeaderValue::from_static(""),
@@ -81,12 +109,7 @@ impl RequestCtx {
             error: None,
             response_plan: ResponsePlan::PassThrough,
             response_buffer: Vec::new(),
+            _in_flight: in_flight.enter(),
         }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 
-pub use ctx::RequestCtx;
+pub use ctx::{InFlightCounter, RequestCtx};
 
 /// The gateway: configuration, upstreams, authentication and metrics, shared by all requests.
 pub struct Gateway {
@@ -36,6 +36,7 @@ pub struct Gateway {
     upstreams: Arc<LoadBalancer<RoundRobin>>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
+    in_flight: InFlightCounter,
 }
 
 impl Gateway {
@@ -51,7 +52,13 @@ impl Gateway {
             upstreams,
             auth,
             metrics,
+            in_flight: InFlightCounter::default(),
         }
+    }
+
+    /// The requests this gateway is handling right now (shared counter).
+    pub fn in_flight(&self) -> InFlightCounter {
+        self.in_flight.clone()
     }
 }
 
@@ -63,7 +70,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(&self.in_flight)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -33,7 +33,14 @@ enum Command {
         config: PathBuf,
     },
     /// Run the gateway with a built-in upload service and token issuer on loopback.
-    Demo,
+    Demo {
+        /// The gateway's listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The admin listener (/metrics, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        admin_listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +66,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),
-        Some(Command::Demo) => demo(),
+        Some(Command::Demo {
+            listen,
+            admin_listen,
+        }) => demo(&upload_gateway::demo::DemoOptions {
+            listen,
+            admin_listen,
+        }),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }
@@ -110,9 +123,9 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn demo() -> ExitCode {
+fn demo(options: &upload_gateway::demo::DemoOptions) -> ExitCode {
     upload_gateway::logging::init(LogFormat::Text);
-    match upload_gateway::demo::run() {
+    match upload_gateway::demo::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upload-gateway demo: {e}");

@@ -19,8 +19,6 @@ use upload_service::{UploadService, UploadServiceOptions, DOCUMENTED_UPLOAD_ID};
 
 /// The audience the demo's gateway expects and its tokens carry.
 pub const DEMO_AUDIENCE: &str = "upload-api";
-/// Where the demo gateway listens.
-pub const DEMO_LISTEN: &str = "127.0.0.1:8080";
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +39,16 @@ pub enum DemoError {
 
 /// The demo's gateway configuration for the given helper servers.
 pub fn demo_config(
+    options: &DemoOptions,
     upstream: SocketAddr,
     jwks_url: &str,
     issuer: &str,
 ) -> Result<Config, DemoError> {
+    let listen = options.listen;
+    let admin = options.admin_listen;
     let text = format!(
         r#"[server]
-listen = ["{DEMO_LISTEN}"]
+listen = ["{listen}"]
 shutdown_grace_s = 1
 
 [upstream]
@@ -62,15 +63,48 @@ issuer = "{issuer}"
 audiences = ["{DEMO_AUDIENCE}"]
 
 [observability]
-admin_listen = "127.0.0.1:9091"
+admin_listen = "{admin}"
 log_format = "text"
 "#
     );
     Ok(Config::from_toml(&text)?)
 }
 
+/// Where the demo listens.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// The gateway's listener (`127.0.0.1:8080` by default, as in the documentation).
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin_listen: SocketAddr,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9091).into(),
+        }
+    }
+}
+
+/// The ready-to-paste commands the demo prints, one per line, using `$TOKEN`.
+pub fn curl_commands(listen: SocketAddr) -> [String; 2] {
+    let url = format!("http://{listen}/v1/files/uploads/{DOCUMENTED_UPLOAD_ID}");
+    [
+        format!(
+            "curl -sS -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \
+             -d '{{\"upload\":{{\"nb_chunks\":1}}}}' '{url}?human=true'"
+        ),
+        format!(
+            "curl -sS -X PUT -H \"Authorization: Bearer $TOKEN\" \
+             -d '{{\"upload\":{{\"nb_chunks\":1}}}}' '{url}?format=xml&human=true'"
+        ),
+    ]
+}
+
 /// Runs the demo until Ctrl-C.
-pub fn run() -> Result<(), DemoError> {
+pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -82,25 +116,24 @@ pub fn run() -> Result<(), DemoError> {
         let issuer = Issuer::start(loopback, vec![key], 300).await?;
         Ok::<_, DemoError>((service, issuer))
     })?;
-    let config = demo_config(service.addr(), &issuer.jwks_url(), &issuer.issuer)?;
+    let config = demo_config(options, service.addr(), &issuer.jwks_url(), &issuer.issuer)?;
     let token = issuer.mint(&issuer.claims("demo-user", DEMO_AUDIENCE, 3600))?;
-    let url = format!("http://{DEMO_LISTEN}/v1/files/uploads/{DOCUMENTED_UPLOAD_ID}");
+    let [json, xml] = curl_commands(options.listen);
     println!(
         "upload-gateway demo\n\
-         gateway         http://{DEMO_LISTEN} (prefix /v1)\n\
+         gateway         http://{} (prefix /v1)\n\
          upload service  http://{}\n\
          issuer (JWKS)   {}\n\
-         admin           http://127.0.0.1:9091/metrics\n\n\
-         A token valid for one hour:\n\n  TOKEN={token}\n\n\
-         Finish the documented upload (JSON):\n\n  \
-         curl -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n    \
-         -d '{{\"upload\":{{\"nb_chunks\":1}}}}' '{url}'\n\n\
-         The same, as human-readable XML:\n\n  \
-         curl -X PUT -H \"Authorization: Bearer $TOKEN\" -d '{{\"upload\":{{\"nb_chunks\":1}}}}' \\\n    \
-         '{url}?format=xml&human=true'\n\n\
-         Ctrl-C stops everything.\n",
+         metrics         http://{}/metrics\n\n\
+         A token valid for one hour:\n\n\
+         export TOKEN={token}\n\n\
+         Finish the documented upload, JSON:\n\n{json}\n\n\
+         The same as human-readable XML:\n\n{xml}\n\n\
+         Ctrl-C stops everything.",
+        options.listen,
         service.addr(),
         issuer.jwks_url(),
+        options.admin_listen,
     );
     let gateway = server::build(config, &RunOptions::default())?;
     // The helper servers live on `runtime`, which must outlive the gateway.

@@ -1,19 +1,34 @@
 //! Log output: `tracing` with JSON or text lines (`observability.log_format`), level from
-//! `RUST_LOG` (default `info`). Pingora's own `log` records are routed here too. Nothing in the
-//! gateway ever logs a token, a signature or a body; this module only chooses the encoding.
+//! `RUST_LOG` (default `info`). Pingora's own `log` records are routed here too.
+//!
+//! Nothing may ever log a token, a signature or a body. The gateway's own events never carry
+//! them; Pingora's debug records print whole request headers (`Authorization` included), so
+//! Pingora is capped at `info` whatever `RUST_LOG` asks for.
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{fmt, registry};
 
 use crate::config::LogFormat;
+
+/// Whether a record may be written at all, before `RUST_LOG` is consulted.
+fn is_safe(meta: &Metadata<'_>) -> bool {
+    !(meta.target().starts_with("pingora") && *meta.level() > Level::INFO)
+}
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let output = match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
     };
+    let _ = registry()
+        .with(output.with_filter(filter).with_filter(filter_fn(is_safe)))
+        .try_init();
 }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// Unix time of the last successful JWKS load (0 = never).
     pub jwks_loaded_at: IntGauge,
+    /// Seconds since the last successful JWKS load (-1 = never), set at each scrape.
+    pub jwks_age: IntGauge,
     /// Verified-token cache lookups by result (`hit`, `miss`).
     pub token_cache: IntCounterVec,
     /// Tokens in the verified-token cache.
@@ -63,6 +65,11 @@ impl Metrics {
             "jwks_last_success_timestamp_seconds",
             "Unix time of the last successful JWKS load (0 = never); key-set age = now - this",
         )?;
+        let jwks_age = IntGauge::new(
+            "jwks_key_set_age_seconds",
+            "Seconds since the key set was last loaded (-1 = never loaded)",
+        )?;
+        registry.register(Box::new(jwks_age.clone()))?;
         let token_cache = IntCounterVec::new(
             Opts::new("token_cache_lookups_total", "Verified-token cache lookups"),
             &["result"],
@@ -87,6 +94,7 @@ impl Metrics {
             upstream_latency,
             jwks_fetches,
             jwks_loaded_at,
+            jwks_age,
             token_cache,
             token_cache_entries,
         })

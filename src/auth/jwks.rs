@@ -145,6 +145,13 @@ impl Authenticator {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
         self.metrics.token_cache_entries.set(stats.entries as i64);
+        let loaded_at = self.metrics.jwks_loaded_at.get();
+        let age = if loaded_at > 0 {
+            (unix_now() as i64 - loaded_at).max(0)
+        } else {
+            -1
+        };
+        self.metrics.jwks_age.set(age);
     }
 
     /// An unknown kid may mean the issuer rotated keys: refresh, but at most once per cooldown

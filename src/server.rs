@@ -78,6 +78,24 @@ fn exit_when_drained(server: &Server, in_flight: InFlightCounter) {
         .spawn(watcher);
 }
 
+/// One attempt to load the key set before the listeners open, so a freshly started (or
+/// upgraded) instance does not answer its first requests with 503. An IdP outage only delays
+/// the start by [`INITIAL_LOAD_TIMEOUT`]: the background refresher keeps trying.
+fn load_keys_before_serving(auth: &Authenticator) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    // The timer must be created inside the runtime.
+    let _ = runtime
+        .block_on(async { tokio::time::timeout(INITIAL_LOAD_TIMEOUT, auth.refresh()).await });
+}
+
+/// How long start-up waits for the first key set.
+const INITIAL_LOAD_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Builds the whole server; call [`Server::run_forever`] on the result.
 pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError> {
     let config = Arc::new(config);
@@ -125,6 +143,7 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
         Authenticator::new(&config.auth, metrics.clone())
             .map_err(|e| StartError::Pingora(e.to_string()))?,
     );
+    load_keys_before_serving(&auth);
     let jwks_service = background_service("jwks refresh", auth.refresher());
 
     if let Some(admin_addr) = config.observability.admin_listen {

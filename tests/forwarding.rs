@@ -224,3 +224,46 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits() {
         "gateway did not exit within the grace period"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_upgrade_hands_the_listeners_over_without_a_failed_request() {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let mut old = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let token = token(&issuer);
+    let put = |url: String| {
+        client()
+            .put(url)
+            .bearer_auth(&token)
+            .body(r#"{"upload":{"nb_chunks":1}}"#)
+            .send()
+    };
+    assert_eq!(put(old.url(&finish_path())).await.unwrap().status(), 200);
+
+    let new = old.spawn_upgrade();
+    // The new process must be waiting on the upgrade socket before the old one is told.
+    let sock = old.config_path.with_file_name("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "new process never opened the upgrade socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    old.signal("QUIT");
+
+    // Requests keep succeeding while the old process drains and the new one takes over.
+    for i in 0..30 {
+        let resp = put(new.url(&finish_path())).await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i} during the upgrade");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(exited.is_some(), "the old process did not exit");
+    let resp = put(new.url(&finish_path())).await.unwrap();
+    assert_eq!(resp.status(), 200, "the new process serves alone");
+    assert!(new.logs().contains("jwks loaded"));
+}

@@ -55,6 +55,8 @@ pub struct Authenticator {
     keys: ArcSwapOption<KeySet>,
     /// Bumped on every successful load, so waiters can tell that someone else refreshed.
     generation: AtomicU64,
+    /// When the last successful load asked to be refreshed, in ms after it.
+    next_refresh_ms: AtomicU64,
     verifier: TokenVerifier,
     source: JwksSource,
     client: reqwest::Client,
@@ -90,14 +92,18 @@ impl Authenticator {
                 .map(|(claim, header)| (claim.clone(), header.as_str().to_owned()))
                 .collect(),
         };
+        // No pooling: fetches are minutes apart and may run on different runtimes (the first
+        // one happens before Pingora's runtimes exist).
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         Ok(Self {
             keys: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
+            next_refresh_ms: AtomicU64::new(0),
             verifier: TokenVerifier::new(policy, settings.verified_cache_capacity)?,
             source: settings.jwks.clone(),
             client,
@@ -197,9 +203,12 @@ impl Authenticator {
         self.keys.store(Some(Arc::new(keys)));
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.metrics.jwks_loaded_at.set(unix_now() as i64);
-        Ok(max_age
+        let next = max_age
             .unwrap_or(DEFAULT_REFRESH)
-            .clamp(self.min_refresh, self.max_refresh))
+            .clamp(self.min_refresh, self.max_refresh);
+        self.next_refresh_ms
+            .store(next.as_millis() as u64, Ordering::Release);
+        Ok(next)
     }
 
     async fn fetch(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
@@ -292,6 +301,14 @@ pub struct JwksRefresher(Arc<Authenticator>);
 impl BackgroundService for JwksRefresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = Duration::from_millis(250);
+        // A set loaded before the listeners opened is fresh: wait out its refresh period first.
+        if self.0.has_key_set() {
+            let wait = Duration::from_millis(self.0.next_refresh_ms.load(Ordering::Acquire));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         loop {
             let wait = match self.0.refresh().await {
                 Ok(next) => {

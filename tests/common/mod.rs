@@ -180,6 +180,46 @@ impl Gateway {
         }
     }
 
+    /// Starts a second gateway with this one's configuration and `--upgrade`: it waits on the
+    /// upgrade socket for this gateway's listeners (send this one SIGQUIT to hand them over).
+    pub fn spawn_upgrade(&self) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("gateway.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let upgrade_sock = self.config_path.with_file_name("upgrade.sock");
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--upgrade")
+            .arg("--pid-file")
+            .arg(dir.path().join("gateway.pid"))
+            .arg("--upgrade-sock")
+            .arg(upgrade_sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn gateway");
+        Gateway {
+            child: Some(child),
+            addr: self.addr,
+            admin: self.admin,
+            config_path: self.config_path.clone(),
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `QUIT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{path_and_query}", self.addr)
     }
@@ -222,12 +262,7 @@ impl Gateway {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.signal("TERM");
     }
 
     /// Waits for the process to exit; returns (exit success, stderr).

@@ -5,10 +5,12 @@
 //! reason for logs and metrics. The client only ever sees the catalogue row, never the reason:
 //! no token, no body, no upstream address leaks through an error.
 
-use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 
 use crate::auth::AuthError;
-use crate::render::{render_value, RenderOptions};
+use crate::render::{render_error_envelope, RenderOptions, ResponseFormat};
 use crate::request::body::BodyError;
 use crate::request::query::QueryError;
 
@@ -46,15 +48,44 @@ impl ApiError {
         }
     }
 
-    /// The envelope `{"error":{"error_code":..,"error_message":..}}` as a document.
-    pub fn envelope(self) -> Value {
-        json!({"error": {"error_code": self.code(), "error_message": self.message()}})
+    /// The envelope rendered as the request asked (format, human). Each of the 16 variants is
+    /// rendered once per process and then shared: refusals cost no rendering.
+    pub fn render(self, opts: RenderOptions) -> Bytes {
+        static RENDERED: OnceLock<Vec<Bytes>> = OnceLock::new();
+        let slot = |error: ApiError, format: ResponseFormat, human: bool| {
+            (error as usize) * 4 + (format as usize) * 2 + usize::from(human)
+        };
+        let table = RENDERED.get_or_init(|| {
+            let mut table = vec![Bytes::new(); 16];
+            for error in Self::ALL {
+                for format in [ResponseFormat::Json, ResponseFormat::Xml] {
+                    for human in [false, true] {
+                        let opts = RenderOptions {
+                            format,
+                            human,
+                            show_null: false,
+                        };
+                        let body = render_error_envelope(error.code(), error.message(), opts);
+                        if let Some(entry) = table.get_mut(slot(error, format, human)) {
+                            *entry = Bytes::from(body);
+                        }
+                    }
+                }
+            }
+            table
+        });
+        table
+            .get(slot(self, opts.format, opts.human))
+            .cloned()
+            .unwrap_or_default()
     }
 
-    /// The envelope rendered as the request asked (format, human).
-    pub fn render(self, opts: RenderOptions) -> Vec<u8> {
-        render_value(&self.envelope(), opts)
-    }
+    const ALL: [ApiError; 4] = [
+        ApiError::InvalidInput,
+        ApiError::InvalidAccessToken,
+        ApiError::FileNotFound,
+        ApiError::Internal,
+    ];
 }
 
 /// Everything the gateway refuses or fails at, one variant per cause.
@@ -147,7 +178,6 @@ impl GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::ResponseFormat;
 
     #[test]
     fn each_status_maps_to_exactly_its_catalogue_row() {
@@ -167,10 +197,32 @@ mod tests {
     }
 
     #[test]
+    fn every_envelope_variant_is_rendered_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for error in ApiError::ALL {
+            for format in [ResponseFormat::Json, ResponseFormat::Xml] {
+                for human in [false, true] {
+                    let body = error.render(RenderOptions {
+                        format,
+                        human,
+                        show_null: true,
+                    });
+                    let text = String::from_utf8(body.to_vec()).unwrap();
+                    assert!(text.contains(error.code()), "{text}");
+                    assert!(text.contains(error.message()), "{text}");
+                    assert_eq!(human, text.contains('\n'), "{text}");
+                    assert!(seen.insert(text));
+                }
+            }
+        }
+        assert_eq!(seen.len(), 16);
+    }
+
+    #[test]
     fn envelope_is_the_documented_json() {
         let body = ApiError::Internal.render(RenderOptions::default());
         assert_eq!(
-            body,
+            body.as_ref(),
             br#"{"error":{"error_code":"0x0000001","error_message":"Internal Error"}}"#
         );
     }
@@ -181,7 +233,7 @@ mod tests {
             format: ResponseFormat::Xml,
             ..RenderOptions::default()
         };
-        let body = String::from_utf8(ApiError::InvalidAccessToken.render(opts)).unwrap();
+        let body = String::from_utf8(ApiError::InvalidAccessToken.render(opts).to_vec()).unwrap();
         assert!(body.contains(
             "<error><error_code>0x0000003</error_code><error_message>Invalid access token</error_message></error>"
         ), "{body}");

@@ -4,7 +4,6 @@
 //! the connection is closed when an unread request body would otherwise poison it. The log line
 //! never carries a token, a body or a query string.
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, VARY, WWW_AUTHENTICATE};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -56,9 +55,7 @@ impl Gateway {
             .write_response_header(Box::new(resp), ctx.head)
             .await?;
         if !ctx.head {
-            session
-                .write_response_body(Some(Bytes::from(body)), true)
-                .await?;
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(())
     }

@@ -38,6 +38,21 @@ impl Setup {
             .bearer_auth(&self.token)
     }
 
+    /// A finish call with a token, a content type and a body.
+    async fn finish(
+        &self,
+        path_and_query: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.put(path_and_query)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     fn upstream_calls(&self) -> usize {
         self.service.received().len()
     }
@@ -124,13 +139,7 @@ async fn json_finish_call_forwards_canonical_json_and_renders_compact_json() {
 #[tokio::test(flavor = "multi_thread")]
 async fn xml_body_reaches_the_upstream_as_canonical_json() {
     let s = setup().await;
-    let resp = s
-        .put(&finish_path())
-        .header("content-type", "application/xml")
-        .body("<?xml version=\"1.0\" encoding=\"UTF-8\"?><upload><nb_chunks>2</nb_chunks><name>a &amp; b</name></upload>")
-        .send()
-        .await
-        .unwrap();
+    let resp = s.finish(&finish_path(), "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?><upload><nb_chunks>2</nb_chunks><name>a &amp; b</name></upload>").await;
     assert_eq!(resp.status(), 200);
     let upstream = &s.service.received()[0];
     assert_eq!(
@@ -143,12 +152,12 @@ async fn xml_body_reaches_the_upstream_as_canonical_json() {
 async fn format_xml_human_true_renders_indented_xml_with_the_upload_root() {
     let s = setup().await;
     let resp = s
-        .put(&format!("{}?format=xml&human=true", finish_path()))
-        .header("content-type", "application/json")
-        .body(r#"{"upload":{"nb_chunks":1}}"#)
-        .send()
-        .await
-        .unwrap();
+        .finish(
+            &format!("{}?format=xml&human=true", finish_path()),
+            "application/json",
+            r#"{"upload":{"nb_chunks":1}}"#,
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["content-type"],
@@ -223,12 +232,12 @@ const DOCUMENTED_CURL_BODY: &str = "{ \\ \n \"upload\": { \\\n     \"nb_chunks\"
 async fn documented_example_request_gets_a_pretty_400_envelope() {
     let s = setup().await;
     let resp = s
-        .put(&format!("{}?human=true&show_null=true", finish_path()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(DOCUMENTED_CURL_BODY)
-        .send()
-        .await
-        .unwrap();
+        .finish(
+            &format!("{}?human=true&show_null=true", finish_path()),
+            "application/x-www-form-urlencoded",
+            DOCUMENTED_CURL_BODY,
+        )
+        .await;
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert_eq!(resp.text().await.unwrap(), PRETTY_INVALID_INPUT);
@@ -239,12 +248,12 @@ async fn documented_example_request_gets_a_pretty_400_envelope() {
 async fn documented_request_with_a_valid_body_and_curls_content_type_succeeds() {
     let s = setup().await;
     let resp = s
-        .put(&format!("{}?human=true&show_null=true", finish_path()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("{ \"upload\": { \"nb_chunks\": 1 } }")
-        .send()
-        .await
-        .unwrap();
+        .finish(
+            &format!("{}?human=true&show_null=true", finish_path()),
+            "application/x-www-form-urlencoded",
+            "{ \"upload\": { \"nb_chunks\": 1 } }",
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(
@@ -333,12 +342,12 @@ async fn invalid_or_conflicting_query_values_are_refused_before_the_upstream() {
         "human=true&human=false",
     ] {
         let resp = s
-            .put(&format!("{}?{query}", finish_path()))
-            .header("content-type", "application/json")
-            .body(r#"{"upload":{"nb_chunks":1}}"#)
-            .send()
-            .await
-            .unwrap();
+            .finish(
+                &format!("{}?{query}", finish_path()),
+                "application/json",
+                r#"{"upload":{"nb_chunks":1}}"#,
+            )
+            .await;
         assert_eq!(resp.status(), 400, "{query}");
         let body: Value = resp.json_value().await;
         assert_eq!(body["error"]["error_code"], "0x0230001", "{query}");
@@ -350,12 +359,12 @@ async fn invalid_or_conflicting_query_values_are_refused_before_the_upstream() {
 async fn malformed_upload_id_is_404_before_the_upstream() {
     let s = setup().await;
     let resp = s
-        .put("/v1/files/uploads/not-an-id")
-        .header("content-type", "application/json")
-        .body(r#"{"upload":{"nb_chunks":1}}"#)
-        .send()
-        .await
-        .unwrap();
+        .finish(
+            "/v1/files/uploads/not-an-id",
+            "application/json",
+            r#"{"upload":{"nb_chunks":1}}"#,
+        )
+        .await;
     assert_eq!(resp.status(), 404);
     assert_eq!(
         resp.text().await.unwrap(),
@@ -372,12 +381,8 @@ async fn oversized_body_is_413_whether_declared_or_streamed() {
         "x".repeat(20_000)
     );
     let declared = s
-        .put(&finish_path())
-        .header("content-type", "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
+        .finish(&finish_path(), "application/json", big.clone())
+        .await;
     assert_eq!(declared.status(), 413);
     assert_eq!(
         declared.json_value().await["error"]["error_code"],
@@ -442,13 +447,7 @@ async fn invalid_bodies_are_400_and_never_reach_the_upstream() {
         ),
     ];
     for (content_type, body) in cases {
-        let resp = s
-            .put(&finish_path())
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let resp = s.finish(&finish_path(), content_type, body).await;
         assert_eq!(resp.status(), 400, "{body}");
         assert_eq!(resp.json_value().await["error"]["error_code"], "0x0230001");
     }

@@ -27,6 +27,39 @@ fn self_signed() -> Certificate {
     }
 }
 
+/// A gateway config with a TLS listener on a fresh port, in front of `upstream`.
+fn with_tls_listener(
+    upstream: std::net::SocketAddr,
+    issuer: &upload_gateway::demo::issuer::Issuer,
+    certificate: &Certificate,
+) -> (GatewayConfig, std::net::SocketAddr) {
+    let tls_addr = free_port();
+    let config = GatewayConfig::new(vec![upstream], issuer).with(
+        "server",
+        &format!(
+            "tls_listen = [\"{tls_addr}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+            certificate.cert.display(),
+            certificate.key.display()
+        ),
+    );
+    (config, tls_addr)
+}
+
+/// A gateway config sending to `tls_upstream` over TLS, trusting `ca`.
+fn to_tls_upstream(
+    tls_upstream: std::net::SocketAddr,
+    issuer: &upload_gateway::demo::issuer::Issuer,
+    ca: &Certificate,
+) -> GatewayConfig {
+    GatewayConfig::new(vec![tls_upstream], issuer).with(
+        "upstream",
+        &format!(
+            "tls = true\nsni = \"localhost\"\nca_file = \"{}\"",
+            ca.cert.display()
+        ),
+    )
+}
+
 fn tls_client(http2_only: bool) -> reqwest::Client {
     let builder = reqwest::Client::builder().danger_accept_invalid_certs(true);
     let builder = if http2_only {
@@ -42,15 +75,7 @@ async fn tls_listener_answers_http1_and_h2_like_plain_http() {
     let certificate = self_signed();
     let service = upload_service().await;
     let issuer = issuer().await;
-    let tls_addr = free_port();
-    let config = GatewayConfig::new(vec![service.addr()], &issuer).with(
-        "server",
-        &format!(
-            "tls_listen = [\"{tls_addr}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-            certificate.cert.display(),
-            certificate.key.display()
-        ),
-    );
+    let (config, tls_addr) = with_tls_listener(service.addr(), &issuer, &certificate);
     let gateway = Gateway::start(&config);
     let token = token(&issuer);
     let path = format!("{}?format=xml&human=true", finish_path());
@@ -105,23 +130,9 @@ async fn upstream_behind_tls_is_reached_with_upstream_tls() {
     let service = upload_service().await;
     let issuer = issuer().await;
     // The TLS upstream is another gateway terminating TLS in front of the upload service.
-    let tls_addr = free_port();
-    let front_of_service = GatewayConfig::new(vec![service.addr()], &issuer).with(
-        "server",
-        &format!(
-            "tls_listen = [\"{tls_addr}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-            certificate.cert.display(),
-            certificate.key.display()
-        ),
-    );
+    let (front_of_service, tls_addr) = with_tls_listener(service.addr(), &issuer, &certificate);
     let _tls_upstream = Gateway::start(&front_of_service);
-    let edge = GatewayConfig::new(vec![tls_addr], &issuer).with(
-        "upstream",
-        &format!(
-            "tls = true\nsni = \"localhost\"\nca_file = \"{}\"",
-            certificate.cert.display()
-        ),
-    );
+    let edge = to_tls_upstream(tls_addr, &issuer, &certificate);
     let gateway = Gateway::start(&edge);
 
     let resp = client()
@@ -146,23 +157,9 @@ async fn upstream_certificate_from_an_untrusted_ca_is_refused() {
     let other = self_signed();
     let service = upload_service().await;
     let issuer = issuer().await;
-    let tls_addr = free_port();
-    let front_of_service = GatewayConfig::new(vec![service.addr()], &issuer).with(
-        "server",
-        &format!(
-            "tls_listen = [\"{tls_addr}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
-            certificate.cert.display(),
-            certificate.key.display()
-        ),
-    );
+    let (front_of_service, tls_addr) = with_tls_listener(service.addr(), &issuer, &certificate);
     let _tls_upstream = Gateway::start(&front_of_service);
-    let edge = GatewayConfig::new(vec![tls_addr], &issuer).with(
-        "upstream",
-        &format!(
-            "tls = true\nsni = \"localhost\"\nca_file = \"{}\"",
-            other.cert.display()
-        ),
-    );
+    let edge = to_tls_upstream(tls_addr, &issuer, &other);
     let gateway = Gateway::start(&edge);
     let resp = client()
         .put(gateway.url(&finish_path()))

@@ -31,7 +31,9 @@ use serde_json::{Map, Number, Value};
 use crate::render::ResponseFormat;
 use crate::request::negotiate::MediaType;
 
-/// The deepest nesting accepted, counting the outermost object or element as 1.
+/// The deepest nesting accepted, counting the `upload` object or element as 1: the XML root,
+/// the bare JSON top level, the wrapped form's `"upload"` value (its outer object is not
+/// counted, so the canonical JSON of a bare body is accepted again).
 pub const MAX_DEPTH: usize = 32;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -284,8 +286,10 @@ enum Refusal {
 fn parse_json_upload(text: &str) -> Result<Map<String, Value>, BodyError> {
     let refusal = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(text);
+    // Level 0: the wrapped form's outer object, which the limit does not count; the bare form's
+    // top level is checked once the form is known.
     let seed = StrictValue {
-        depth: 1,
+        depth: 0,
         refusal: &refusal,
     };
     let document = seed
@@ -303,6 +307,9 @@ fn parse_json_upload(text: &str) -> Result<Map<String, Value>, BodyError> {
         return Err(BodyError::Shape);
     };
     if !top.contains_key("upload") {
+        if 1 + top.values().map(nesting).max().unwrap_or(0) > MAX_DEPTH {
+            return Err(BodyError::TooDeep);
+        }
         return Ok(top);
     }
     match top.remove("upload") {
@@ -311,11 +318,21 @@ fn parse_json_upload(text: &str) -> Result<Map<String, Value>, BodyError> {
     }
 }
 
+/// How many arrays and objects deep `value` is: 0 for a scalar.
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Builds a `serde_json::Value` like `serde_json` does, but refuses a key repeated in an
 /// object (its `Map` would keep the last one silently) and nesting beyond [`MAX_DEPTH`].
 #[derive(Clone, Copy)]
 struct StrictValue<'a> {
-    /// The depth of the value being read; the top-level value is at 1.
+    /// The depth of the value being read; the top-level value is at 0 (see
+    /// `parse_json_upload`), so containers are accepted down to level `MAX_DEPTH`.
     depth: usize,
     refusal: &'a Cell<Option<Refusal>>,
 }
@@ -940,6 +957,22 @@ mod tests {
         assert!(json(&nested_json(MAX_DEPTH)).is_ok());
         assert_eq!(json(&nested_json(MAX_DEPTH + 1)), Err(BodyError::TooDeep));
         assert_eq!(json(&"[".repeat(100_000)), Err(BodyError::TooDeep));
+    }
+
+    #[test]
+    fn json_depth_counts_the_upload_object_as_1_in_both_forms() {
+        let wrapped = |depth| format!(r#"{{"upload":{}}}"#, nested_json(depth));
+        assert!(json(&wrapped(MAX_DEPTH)).is_ok());
+        assert_eq!(json(&wrapped(MAX_DEPTH + 1)), Err(BodyError::TooDeep));
+    }
+
+    #[test]
+    fn canonical_json_of_a_bare_body_at_the_depth_limit_validates_again() {
+        let first = json(&nested_json(MAX_DEPTH)).expect("valid");
+        assert_eq!(
+            json(std::str::from_utf8(&first.canonical).unwrap()),
+            Ok(first)
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Nothing may ever log a token, a signature or a body. The gateway's own events never carry
 //! them; Pingora's debug records print whole request headers (`Authorization` included), so
-//! Pingora is capped at `info` whatever `RUST_LOG` asks for.
+//! Pingora is capped at `info` whatever `RUST_LOG` asks for (and so is everything that logs
+//! through the `log` crate).
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
@@ -28,7 +29,24 @@ pub fn init(format: LogFormat) {
             .boxed(),
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
     };
+    let most_verbose = filter.max_level_hint();
     let _ = registry()
         .with(output.with_filter(filter).with_filter(filter_fn(is_safe)))
         .try_init();
+    // Pingora logs through the `log` crate; every record below this level is dropped by the
+    // filters above anyway, so let `log` drop it at its own cheap level check instead of
+    // building and dispatching it on every request.
+    log::set_max_level(log_level(most_verbose).min(log::LevelFilter::Info));
+}
+
+fn log_level(level: Option<tracing::level_filters::LevelFilter>) -> log::LevelFilter {
+    use tracing::level_filters::LevelFilter as T;
+    match level {
+        Some(T::OFF) => log::LevelFilter::Off,
+        Some(T::ERROR) => log::LevelFilter::Error,
+        Some(T::WARN) => log::LevelFilter::Warn,
+        Some(T::INFO) => log::LevelFilter::Info,
+        Some(T::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }

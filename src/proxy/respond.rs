@@ -62,37 +62,36 @@ impl Gateway {
 
     /// One structured line per request, and the request metrics.
     pub(super) fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let method = session.req_header().method.as_str();
-        let latency_us = ctx.started.elapsed().as_micros() as u64;
-        let upstream_latency_us = ctx.upstream_latency.map(|d| d.as_micros() as u64);
-        let upstream = ctx.upstream.map(|a| a.to_string());
-        let reason = ctx.error.as_ref().map(GatewayError::reason);
-        let request_id = ctx.request_id.to_str().unwrap_or("");
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
         let route = ctx.route.template();
         self.metrics
             .observe_request(route, status, ctx.upstream_latency);
-        if let Some(reason) = reason {
-            if let Some(GatewayError::Auth(_)) = &ctx.error {
-                self.metrics.auth_failure(reason);
+        match &ctx.error {
+            Some(GatewayError::Auth(e)) => self.metrics.auth_failure(e.reason()),
+            Some(error @ (GatewayError::Body(_) | GatewayError::BodyTooLarge { .. })) => {
+                self.metrics.body_rejection(error.reason())
             }
-            if let Some(GatewayError::Body(_) | GatewayError::BodyTooLarge { .. }) = &ctx.error {
-                self.metrics.body_rejection(reason);
-            }
+            _ => {}
         }
-        let proxy_error = e.map(|e| e.etype().as_str());
+        // The fields cost allocations: build them only when the line is written.
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        let upstream = ctx.upstream.map(|a| a.to_string());
         tracing::info!(
             target: "access",
-            request_id,
-            method,
+            request_id = ctx.request_id.to_str().unwrap_or(""),
+            method = session.req_header().method.as_str(),
             route,
             status,
             upstream = upstream.as_deref(),
-            latency_us,
-            upstream_latency_us,
+            latency_us = ctx.started.elapsed().as_micros() as u64,
+            upstream_latency_us = ctx.upstream_latency.map(|d| d.as_micros() as u64),
             auth = ctx.auth_outcome,
-            reason,
-            proxy_error,
+            reason = ctx.error.as_ref().map(GatewayError::reason),
+            proxy_error = e.map(|e| e.etype().as_str()),
         );
     }
 }

@@ -9,6 +9,11 @@
 //! `benches/load/run.sh` can compare the two built with the same release profile.
 
 use async_trait::async_trait;
+
+// The same allocator as the gateway binary: the comparison is about the proxy logic.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use upload_gateway::config::{Config, LogFormat};
 use upload_gateway::server::RunOptions;
 
+// Chosen by measurement (BENCHMARKS.md): the proxy allocates small buffers on every request,
+// and glibc's malloc/free was about 8 % of the gateway's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Edge API gateway for the finish-upload call (Pingora).
 #[derive(Debug, Parser)]
 #[command(

@@ -7,6 +7,11 @@
 //! implementation and [`server::build`] assembles a whole server from a [`config::Config`].
 
 #![deny(missing_docs)]
+// No unwrap, expect or panic on any request path: errors are typed and end as the envelope.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod admin;
 pub mod auth;

@@ -1,6 +1,8 @@
 //! The `upload-gateway` command: parse arguments, load the configuration, run. Everything else
 //! lives in the `upload_gateway` library.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -62,9 +62,7 @@ impl Gateway {
 
     /// One structured line per request, and the request metrics.
     pub(super) fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.template();
         self.metrics
             .observe_request(route, status, ctx.upstream_latency);

@@ -3,7 +3,7 @@
 //! - `request/*`: negotiation, query normalisation, body validation with the canonical JSON
 //!   for the upstream, and `request/finish_core`, all three as the finish call runs them.
 //! - `render/*`: the documented 200 response turned into XML or pretty JSON.
-//! - `auth/cold/*`: one full verification per algorithm (cache disabled), `auth/cached/RS256`
+//! - `auth/cold/*`: one full verification per algorithm (cache disabled), `auth/cached/*`
 //!   the same token through the verified-token cache.
 //! - `auth/cache_hit/N`: a hit in a cache holding N distinct verified tokens (EdDSA, because
 //!   signing 10^6 RS256 tokens takes too long; the measured token is any cached one), looked up
@@ -181,12 +181,13 @@ fn tokens(c: &mut Criterion) {
         g.bench_function(format!("cold/{:?}", key.alg), |b| {
             b.iter(|| uncached.verify(&set, black_box(Some(&header)), now));
         });
+        // The same token through the verified-token cache: its cost differs per algorithm
+        // only through the token's length (the SHA-256 of the cache key).
+        cached.verify(&set, Some(&header), now).expect("valid");
+        g.bench_function(format!("cached/{:?}", key.alg), |b| {
+            b.iter(|| cached.verify(&set, black_box(Some(&header)), now));
+        });
     }
-    let header = bearer(&mint(&keys[0], &claims("bench-user", now)).expect("mint"));
-    cached.verify(&set, Some(&header), now).expect("valid");
-    g.bench_function("cached/RS256", |b| {
-        b.iter(|| cached.verify(&set, black_box(Some(&header)), now));
-    });
     g.finish();
 }
 

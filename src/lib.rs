@@ -5,6 +5,27 @@
 //! [`render`] (JSON/XML rendering), [`auth`] (token verification and the key set) and
 //! [`error`] (the API's error catalogue). [`proxy::Gateway`] is the ready `ProxyHttp`
 //! implementation and [`server::build`] assembles a whole server from a [`config::Config`].
+//!
+//! The pure core needs no server. A finish-call body in XML becomes the canonical JSON the
+//! upstream receives, and the upstream's JSON answer is rendered as the client asked:
+//!
+//! ```
+//! use upload_gateway::render::{render_upstream_body, RenderOptions, ResponseFormat};
+//! use upload_gateway::request::body::validate_finish_body;
+//!
+//! let body = b"<upload><nb_chunks>3</nb_chunks><name>clip.mp4</name></upload>";
+//! let finish = validate_finish_body(Some("application/xml"), body, 10_000).unwrap();
+//! assert_eq!(finish.nb_chunks, 3);
+//! assert_eq!(finish.canonical, br#"{"upload":{"nb_chunks":3,"name":"clip.mp4"}}"#);
+//!
+//! let answer = br#"{"upload":{"status":"COMPLETING","nb_chunks":3,"error":null}}"#;
+//! let xml = RenderOptions { format: ResponseFormat::Xml, human: false, show_null: false };
+//! assert_eq!(
+//!     render_upstream_body(answer, xml).unwrap(),
+//!     b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+//!       <upload><status>COMPLETING</status><nb_chunks>3</nb_chunks></upload>"
+//! );
+//! ```
 
 #![deny(missing_docs)]
 // No unwrap, expect or panic on any request path: errors are typed and end as the envelope.

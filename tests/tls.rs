@@ -111,8 +111,32 @@ async fn tls_listener_answers_http1_and_h2_like_plain_http() {
         );
         assert_eq!(resp.text().await.unwrap(), plain_body, "h2 = {http2}");
     }
+    // And literally as the issue puts it: `curl --http2 -k`.
+    let url = format!("https://{tls_addr}{path}");
+    let auth = format!("Authorization: Bearer {token}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["--http2", "-k", "-sS", "-X", "PUT", "-H", &auth])
+            .args([
+                "-d",
+                r#"{"upload":{"nb_chunks":1}}"#,
+                "-w",
+                "\n%{http_version}",
+                &url,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2");
+    assert_eq!(body, plain_body);
+
     let received = service.received();
-    assert_eq!(received.len(), 3);
+    assert_eq!(received.len(), 4);
     assert_eq!(received[1].headers["x-forwarded-proto"], "https");
 
     let refused = tls_client(true)

@@ -2,8 +2,9 @@
 //! public path, or something outside the API. Pure: a path and a method in, a [`Route`] out.
 //!
 //! It must never let a path reach the upstream that the upstream could read as the finish call
-//! while the gateway read it as something else (doubled slashes, dot segments, encoded slashes):
-//! such paths under the prefix are refused instead of guessed at.
+//! while the gateway read it as something else: upstream frameworks decode `%XX`, strip `;`
+//! path parameters, ignore case or resolve dot segments. Such paths are refused instead of
+//! guessed at, and the prefix and the finish route are matched without regard to case.
 
 use crate::config::ApiSettings;
 
@@ -43,6 +44,11 @@ const FINISH_PATH: &str = "/files/uploads/";
 
 /// Classifies a request by method and path (the path without the query).
 pub fn classify(api: &ApiSettings, is_put: bool, path: &str) -> Route {
+    // Encoding a character that needs none (`%76` for `v`) only serves to make two parsers
+    // disagree, anywhere in the path: `/%761/...` must not slip past the prefix.
+    if has_encoded_unreserved(path) {
+        return Route::Ambiguous;
+    }
     let Some(rest) = strip_prefix(&api.path_prefix, path) else {
         return Route::Other;
     };
@@ -52,7 +58,7 @@ pub fn classify(api: &ApiSettings, is_put: bool, path: &str) -> Route {
     if !is_put {
         return Route::Api;
     }
-    match rest.strip_prefix(FINISH_PATH) {
+    match strip_prefix_ignore_case(rest, FINISH_PATH) {
         Some(id) if !id.contains('/') && api.upload_id_pattern.is_match(id) => Route::FinishUpload,
         // A trailing slash or extra segment after the ID is still aimed at the finish call:
         // refusing it beats letting an upstream that normalises paths see an unvalidated body.
@@ -61,14 +67,36 @@ pub fn classify(api: &ApiSettings, is_put: bool, path: &str) -> Route {
     }
 }
 
-/// The path after the prefix, when the path is under it (`/v1` and `/v1/...`, not `/v10`).
+/// The path after the prefix, when the path is under it (`/v1` and `/v1/...`, not `/v10`),
+/// ignoring ASCII case as some upstream routers do.
 fn strip_prefix<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
-    let rest = path.strip_prefix(prefix)?;
+    let rest = strip_prefix_ignore_case(path, prefix)?;
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| text.get(prefix.len()..))
+        .flatten()
+}
+
+/// `%XX` naming an unreserved character (RFC 3986: letters, digits, `-`, `.`, `_`, `~`).
+fn has_encoded_unreserved(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && std::str::from_utf8(&w[1..])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+                })
+    })
+}
+
 fn is_ambiguous(rest: &str) -> bool {
-    if rest.contains("//") || rest.contains('\\') {
+    // `;` starts a path parameter that servlet containers strip before routing.
+    if rest.contains("//") || rest.contains('\\') || rest.contains(';') {
         return true;
     }
     if rest
@@ -148,8 +176,23 @@ mod tests {
             "/v1/files%2Fuploads/x",
             "/v1/files/uploads/%2e%2e",
             "/v1/files\\uploads",
+            "/v1/files/upload%73/5475f75ce4b084a392305dcb",
+            "/v1/files/uploads;x=1/5475f75ce4b084a392305dcb",
+            "/%761/files/uploads/5475f75ce4b084a392305dcb",
         ] {
             assert_eq!(classify(&api(), true, path), Route::Ambiguous, "{path}");
         }
+    }
+
+    #[test]
+    fn prefix_and_finish_route_match_whatever_their_case() {
+        assert_eq!(
+            classify(&api(), true, &format!("/V1/Files/Uploads/{ID}")),
+            Route::FinishUpload
+        );
+        assert_eq!(
+            classify(&api(), true, "/V1/FILES/UPLOADS/nothex"),
+            Route::FinishUploadBadId
+        );
     }
 }

@@ -187,12 +187,8 @@ impl Authenticator {
 
     async fn load_locked(&self) -> Result<Duration, FetchError> {
         let result = self.fetch().await;
-        match &result {
-            Ok((keys, _)) => {
-                self.verifier.retain_keys(keys);
-                tracing::info!(keys = keys.len(), "jwks loaded");
-            }
-            Err(e) => tracing::warn!(error = %e, "jwks fetch failed"),
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "jwks fetch failed");
         }
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
@@ -200,7 +196,12 @@ impl Authenticator {
             .with_label_values(&[outcome])
             .inc();
         let (keys, max_age) = result?;
-        self.keys.store(Some(Arc::new(keys)));
+        tracing::info!(keys = keys.len(), "jwks loaded");
+        // Publish first, then sweep the cache: a token verified against the old set after the
+        // sweep is still caught on its next hit, which re-checks its key.
+        let keys = Arc::new(keys);
+        self.keys.store(Some(keys.clone()));
+        self.verifier.retain_keys(&keys);
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.metrics.jwks_loaded_at.set(unix_now() as i64);
         let next = max_age

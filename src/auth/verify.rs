@@ -308,7 +308,7 @@ impl TokenVerifier {
         let fingerprint = sha256(token);
         if let Some(cached) = self.cache.get(&fingerprint) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return self.recheck(&fingerprint, cached, now_s);
+            return self.recheck(keys, &fingerprint, cached, now_s);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let cached = self.verify_uncached(keys, token, now_s)?;
@@ -351,10 +351,20 @@ impl TokenVerifier {
 
     fn recheck(
         &self,
+        keys: &KeySet,
         fingerprint: &[u8; 32],
         cached: CachedToken,
         now_s: u64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        // The key that verified the token must still be in the set: an entry inserted while a
+        // refresh removed its key would otherwise outlive `retain_keys`.
+        let same_key = keys
+            .select(cached.header_kid.as_deref(), cached.alg)
+            .is_ok_and(|key| key.thumbprint() == &cached.key_thumbprint);
+        if !same_key {
+            self.cache.invalidate(fingerprint);
+            return Err(AuthError::UnknownKid);
+        }
         match check_time_window(cached.token.exp, cached.nbf, now_s, self.policy.leeway_s) {
             Ok(()) => Ok(cached.token),
             Err(error) => {
@@ -1174,13 +1184,13 @@ mod tests {
         let verifier = verifier();
         let token = rsa_token(&claims());
         let first = verify_at(&verifier, &all_keys(), &token, NOW).unwrap();
-        // An empty key set would refuse any verification: success proves a cache hit.
-        let hit = verify_at(&verifier, &KeySet::empty(), &token, NOW + 100).unwrap();
+        // The same shared result and the hit counter prove a cache hit.
+        let hit = verify_at(&verifier, &all_keys(), &token, NOW + 100).unwrap();
         assert!(Arc::ptr_eq(&first, &hit));
         let stats = verifier.cache_stats();
         assert_eq!((stats.hits, stats.misses), (1, 1));
         assert_eq!(
-            verify_at(&verifier, &KeySet::empty(), &token, NOW + 600 + 30).unwrap_err(),
+            verify_at(&verifier, &all_keys(), &token, NOW + 600 + 30).unwrap_err(),
             AuthError::Expired
         );
     }
@@ -1192,7 +1202,7 @@ mod tests {
         verify_at(&verifier, &all_keys(), &token, NOW).unwrap();
         // The clock stepped back: the cached token is not valid yet.
         assert_eq!(
-            verify_at(&verifier, &KeySet::empty(), &token, NOW - 100).unwrap_err(),
+            verify_at(&verifier, &all_keys(), &token, NOW - 100).unwrap_err(),
             AuthError::NotYetValid
         );
     }
@@ -1209,17 +1219,33 @@ mod tests {
             verify_at(&verifier, &all, token, NOW).unwrap();
         }
         // rsa-1 left the set; ed-1 left too, which drops the kid-less EdDSA token.
-        verifier.retain_keys(&key_set(&[&k.ec]));
-        let empty = KeySet::empty();
+        let remaining = key_set(&[&k.ec]);
+        verifier.retain_keys(&remaining);
         assert_eq!(
-            verify_at(&verifier, &empty, &rsa, NOW).unwrap_err(),
+            verify_at(&verifier, &remaining, &rsa, NOW).unwrap_err(),
             AuthError::UnknownKid
         );
         assert_eq!(
-            verify_at(&verifier, &empty, &no_kid, NOW).unwrap_err(),
+            verify_at(&verifier, &remaining, &no_kid, NOW).unwrap_err(),
             AuthError::NoMatchingKey
         );
-        assert!(verify_at(&verifier, &empty, &ec, NOW).is_ok());
+        assert!(verify_at(&verifier, &remaining, &ec, NOW).is_ok());
+    }
+
+    #[test]
+    fn cached_token_is_refused_once_its_key_left_the_set_even_without_a_sweep() {
+        // A token verified against the old set while a refresh swapped in the new one can be
+        // inserted after `retain_keys` ran: the hit itself must notice the key is gone.
+        let k = keys();
+        let verifier = verifier();
+        let token = rsa_token(&claims());
+        verify_at(&verifier, &all_keys(), &token, NOW).unwrap();
+        let without_rsa = key_set(&[&k.ec, &k.ed]);
+        assert_eq!(
+            verify_at(&verifier, &without_rsa, &token, NOW).unwrap_err(),
+            AuthError::UnknownKid
+        );
+        assert_eq!(verifier.cache_stats().hits, 1);
     }
 
     #[test]

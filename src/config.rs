@@ -760,14 +760,26 @@ impl FileAuth {
                     format!("{header:?} is not a valid header name"),
                 )
             })?;
+            // Headers the gateway sets itself, and hop-by-hop headers.
             let reserved = [
                 "authorization",
+                "proxy-authorization",
                 "host",
                 "content-length",
                 "content-type",
+                "content-encoding",
                 "transfer-encoding",
                 "connection",
+                "keep-alive",
+                "te",
+                "trailer",
+                "upgrade",
+                "expect",
+                "accept",
+                "accept-encoding",
                 "x-request-id",
+                "x-forwarded-for",
+                "x-forwarded-proto",
             ];
             if reserved.contains(&name.as_str()) {
                 return Err(invalid(
@@ -802,10 +814,11 @@ impl FileAuth {
             public_paths: self.public_paths,
             jwks_min_refresh: Duration::from_secs(min),
             jwks_max_refresh: Duration::from_secs(max),
+            // At least a second: zero would let a flood of random kids hammer the issuer.
             unknown_kid_cooldown: Duration::from_secs(int_in(
                 "auth.unknown_kid_cooldown_s",
                 self.unknown_kid_cooldown_s,
-                0,
+                1,
                 86400,
             )?),
             required_scopes: self.required_scopes,
@@ -914,6 +927,22 @@ mod tests {
         assert!(e.starts_with("api.upload_id_pattern:"), "{e}");
         let e = error_of(&format!("{MINIMAL}[api]\nupload_id_pattern = \".*\"\n"));
         assert!(e.starts_with("api.upload_id_pattern:"), "{e}");
+    }
+
+    #[test]
+    fn claims_may_not_overwrite_headers_the_gateway_manages() {
+        for header in ["X-Forwarded-For", "Accept", "Upgrade", "Host"] {
+            let e = error_of(&format!(
+                "{MINIMAL}[auth.claims_to_headers]\nsub = \"{header}\"\n"
+            ));
+            assert!(e.starts_with("auth.claims_to_headers:"), "{header}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_kid_cooldown_of_zero_is_refused() {
+        let e = error_of(&format!("{MINIMAL}unknown_kid_cooldown_s = 0\n"));
+        assert!(e.starts_with("auth.unknown_kid_cooldown_s:"), "{e}");
     }
 
     #[test]

@@ -524,6 +524,8 @@ async fn identity_headers_come_from_the_token_never_from_the_client() {
         .put(s.gateway.url(&finish_path()))
         .bearer_auth(&token)
         .header("x-auth-subject", "mallory")
+        .header("x_auth_subject", "mallory")
+        .header("X_Auth-Subject", "mallory")
         .body(r#"{"upload":{"nb_chunks":1}}"#)
         .send()
         .await
@@ -532,6 +534,11 @@ async fn identity_headers_come_from_the_token_never_from_the_client() {
     let upstream = &s.service.received()[0];
     let subjects: Vec<_> = upstream.headers.get_all("x-auth-subject").iter().collect();
     assert_eq!(subjects, ["alice"]);
+    let names: Vec<_> = upstream.headers.keys().map(|k| k.as_str()).collect();
+    assert!(
+        !names.iter().any(|n| n.contains('_')),
+        "an underscore spelling of the identity header reached the upstream: {names:?}"
+    );
     assert!(upstream.headers.get("authorization").is_none());
 }
 

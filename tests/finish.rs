@@ -522,3 +522,55 @@ impl JsonValue for reqwest::Response {
         serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_bodies_are_refused_before_the_upstream() {
+    let s = setup().await;
+    let resp = s
+        .put(&finish_path())
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(s.upstream_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let s = setup().await;
+    let addr = s.gateway.addr;
+    let token = s.token.clone();
+    let (interim, final_head) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let body = r#"{"upload":{"nb_chunks":1}}"#;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "PUT {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            finish_path(),
+            body.len()
+        )
+        .unwrap();
+        // Like a strict client: no body until the server says continue.
+        let mut interim = [0u8; 25];
+        let read = stream.read(&mut interim).unwrap_or(0);
+        let interim = String::from_utf8_lossy(&interim[..read]).into_owned();
+        stream.write_all(body.as_bytes()).unwrap();
+        let mut rest = String::new();
+        let _ = stream.read_to_string(&mut rest);
+        (interim, rest)
+    })
+    .await
+    .unwrap();
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
+    assert!(final_head.contains("HTTP/1.1 200"), "{final_head}");
+    assert_eq!(s.upstream_calls(), 1);
+}

@@ -267,3 +267,33 @@ async fn graceful_upgrade_hands_the_listeners_over_without_a_failed_request() {
     assert_eq!(resp.status(), 200, "the new process serves alone");
     assert!(new.logs().contains("jwks loaded"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn method_override_headers_never_reach_the_upstream() {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let resp = client()
+        .post(gateway.url(&finish_path()))
+        .bearer_auth(token(&issuer))
+        .header("x-http-method-override", "PUT")
+        .header("x-http-method", "PUT")
+        .header("x-method-override", "PUT")
+        .body(r#"{"upload":{"nb_chunks":1e9}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let upstream = &service.received()[0];
+    assert_eq!(upstream.method, "POST");
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert!(
+            upstream.headers.get(name).is_none(),
+            "{name} reached the upstream"
+        );
+    }
+}

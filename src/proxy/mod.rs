@@ -204,21 +204,64 @@ impl ProxyHttp for Gateway {
 /// Maps a Pingora failure to the gateway's error, or `None` when the client is gone.
 fn classify_failure(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
+    let upstream = matches!(e.esource(), ErrorSource::Upstream);
     match e.etype() {
-        ConnectTimedout | ReadTimedout | WriteTimedout => Some(GatewayError::UpstreamTimeout),
+        ConnectTimedout => Some(GatewayError::UpstreamTimeout),
+        // A slow client is not an upstream timeout.
+        ReadTimedout | WriteTimedout if upstream => Some(GatewayError::UpstreamTimeout),
         HTTPStatus(code) if *code == 504 => Some(GatewayError::UpstreamTimeout),
         _ => match e.esource() {
             ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
             ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => None,
+                WriteError | ReadError | ConnectionClosed | WriteTimedout => None,
                 _ => Some(GatewayError::BadRequest),
             },
             ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
+                ReadTimedout | WriteTimedout => Some(GatewayError::UpstreamTimeout),
                 ConnectNoRoute | ConnectRefused | ConnectError | ConnectProxyFailure => {
                     Some(GatewayError::UpstreamUnreachable)
                 }
                 _ => Some(GatewayError::Internal("proxy_failure")),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(etype: ErrorType, source: ErrorSource) -> Option<u16> {
+        let mut e = Error::new(etype);
+        e.esource = source;
+        classify_failure(&e).map(|g| g.status())
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_and_refusals_502() {
+        assert_eq!(
+            failure(ErrorType::ReadTimedout, ErrorSource::Upstream),
+            Some(504)
+        );
+        assert_eq!(
+            failure(ErrorType::ConnectTimedout, ErrorSource::Upstream),
+            Some(504)
+        );
+        assert_eq!(
+            failure(ErrorType::ConnectRefused, ErrorSource::Upstream),
+            Some(502)
+        );
+    }
+
+    #[test]
+    fn a_slow_client_is_not_an_upstream_timeout() {
+        assert_eq!(
+            failure(ErrorType::ReadTimedout, ErrorSource::Downstream),
+            Some(400)
+        );
+        assert_eq!(
+            failure(ErrorType::WriteTimedout, ErrorSource::Downstream),
+            None
+        );
     }
 }

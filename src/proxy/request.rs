@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING,
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
+    TRANSFER_ENCODING,
 };
 use http::{HeaderValue, Method};
 use pingora::http::RequestHeader;
@@ -145,9 +146,24 @@ impl Gateway {
             req.insert_header(CONTENT_LENGTH, body.len())?;
         }
 
-        // Identity headers come from the verified token only, never from the client.
-        for (_, name) in &self.config.auth.claims_to_headers {
-            req.remove_header(name);
+        if ctx.route.is_api() {
+            // Frameworks that honour these would run a POST as the finish call, unvalidated.
+            for name in METHOD_OVERRIDES {
+                req.remove_header(name);
+            }
+        }
+        // Identity headers come from the verified token only, never from the client; CGI-style
+        // upstreams read `X_Auth_Subject` as `X-Auth-Subject`, so both spellings go.
+        if !self.config.auth.claims_to_headers.is_empty() {
+            let forged: Vec<http::HeaderName> = req
+                .headers
+                .keys()
+                .filter(|name| self.is_identity_header(name.as_str()))
+                .cloned()
+                .collect();
+            for name in forged {
+                req.remove_header(&name);
+            }
         }
         if let Some(token) = &ctx.token {
             for (name, value) in &token.upstream_headers {
@@ -163,6 +179,32 @@ impl Gateway {
     }
 }
 
+/// Headers that ask a framework to treat the request as another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+impl Gateway {
+    /// Whether a header name is, or would be read by a CGI-style upstream as, one of the
+    /// headers the gateway fills from verified claims.
+    fn is_identity_header(&self, name: &str) -> bool {
+        self.config
+            .auth
+            .claims_to_headers
+            .iter()
+            .any(|(_, header)| {
+                let header = header.as_str().as_bytes();
+                name.len() == header.len()
+                    && name
+                        .bytes()
+                        .zip(header)
+                        .all(|(a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+            })
+    }
+}
+
 /// Reads the whole request body, refusing it as soon as it is known to exceed `limit`.
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = session
@@ -173,6 +215,26 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let headers = &session.req_header().headers;
+    // The gateway validates bytes as they are: an encoded body would be validated as garbage,
+    // and a mislabelled one would reach the upstream with a wrong label.
+    if headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(GatewayError::Body(body::BodyError::UnsupportedContentType));
+    }
+    // Clients that wait for `100 Continue` before sending the body would otherwise stall
+    // until the read deadline. Only asked once the token and the declared size passed.
+    if headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| GatewayError::BadRequest)?;
     }
     // Pingora replays the retry buffer on each upstream attempt; request_body_filter swaps it
     // for the canonical body.

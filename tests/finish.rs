@@ -574,3 +574,33 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
     assert!(final_head.contains("HTTP/1.1 200"), "{final_head}");
     assert_eq!(s.upstream_calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendered_responses_drop_the_upstreams_etag_and_head_matches_get() {
+    let (upstream, _) = fixed_upstream(
+        "application/json",
+        br#"{"upload":{"status":"COMPLETING"}}"#,
+        Some(("etag", "\"json-v1\"")),
+    )
+    .await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![upstream.addr()], &issuer));
+    let token = token(&issuer);
+    let url = gateway.url("/v1/files/uploads/x?format=xml");
+    let get = client().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    assert!(get.headers().get("etag").is_none());
+    let head = client()
+        .head(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-type"],
+        get.headers()["content-type"]
+    );
+    assert!(head.headers().get("etag").is_none());
+    assert!(head.headers().get("content-length").is_none());
+}

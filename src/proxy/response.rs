@@ -5,7 +5,7 @@
 //! never buffer more than [`RENDER_LIMIT`] bytes of an upstream answer.
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, VARY};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, TRANSFER_ENCODING, VARY};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
@@ -30,11 +30,20 @@ impl Gateway {
             return Ok(());
         }
         resp.append_header(VARY, "Accept")?;
+        if ctx.head && is_renderable(resp, false) {
+            // HEAD describes what GET would send: the negotiated type, a length not yet known.
+            resp.remove_header(&CONTENT_LENGTH);
+            resp.remove_header(&ETAG);
+            resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
+            return Ok(());
+        }
         if !is_renderable(resp, ctx.head) {
             return Ok(());
         }
         ctx.response_plan = ResponsePlan::Render;
         resp.remove_header(&CONTENT_LENGTH);
+        // The rendered body is another representation: the upstream's validator is not its own.
+        resp.remove_header(&ETAG);
         resp.insert_header(TRANSFER_ENCODING, "chunked")?;
         resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
         Ok(())
@@ -43,7 +52,8 @@ impl Gateway {
 
 fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
     let status = resp.status.as_u16();
-    if head || status == 204 || status == 304 || (100..200).contains(&status) {
+    // 206 carries a byte range of the upstream's representation: rendering it would lie.
+    if head || matches!(status, 204 | 206 | 304) || (100..200).contains(&status) {
         return false;
     }
     let headers = &resp.headers;
@@ -127,6 +137,7 @@ mod tests {
         assert!(!is_renderable(&response(200, &[json]), true));
         assert!(!is_renderable(&response(204, &[json]), false));
         assert!(!is_renderable(&response(304, &[json]), false));
+        assert!(!is_renderable(&response(206, &[json]), false));
         assert!(!is_renderable(
             &response(200, &[json, ("content-encoding", "gzip")]),
             false

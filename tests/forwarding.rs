@@ -13,9 +13,7 @@ const INTERNAL_ERROR: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn finish_call_is_forwarded_with_request_id_and_forwarded_headers() {
-    let service = upload_service().await;
-    let issuer = issuer().await;
-    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let (service, issuer, gateway) = started().await;
 
     let resp = client()
         .put(gateway.url(&finish_path()))
@@ -42,9 +40,7 @@ async fn finish_call_is_forwarded_with_request_id_and_forwarded_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_request_id_is_kept_and_forwarded_for_is_appended() {
-    let service = upload_service().await;
-    let issuer = issuer().await;
-    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let (service, issuer, gateway) = started().await;
 
     let resp = client()
         .get(gateway.url("/v1/anything"))
@@ -66,9 +62,7 @@ async fn client_request_id_is_kept_and_forwarded_for_is_appended() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_outside_the_api_are_proxied_unchanged() {
-    let service = upload_service().await;
-    let issuer = issuer().await;
-    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let (service, issuer, gateway) = started().await;
 
     let resp = client()
         .post(gateway.url("/other/path?b=2&format=weird&a=1"))
@@ -270,9 +264,7 @@ async fn graceful_upgrade_hands_the_listeners_over_without_a_failed_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn method_override_headers_never_reach_the_upstream() {
-    let service = upload_service().await;
-    let issuer = issuer().await;
-    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let (service, issuer, gateway) = started().await;
     let resp = client()
         .post(gateway.url(&finish_path()))
         .bearer_auth(token(&issuer))

@@ -41,9 +41,15 @@ impl Gateway {
         let raw_query = req.uri.query();
         let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
         ctx.route = route::classify(&self.config.api, req.method == Method::PUT, path);
+        // The query is read once, before authentication, so that even a 403 comes back in the
+        // format asked for; an invalid query falls back to the lenient reading here and is
+        // refused only after the token passed.
+        let normalised = query::normalise(raw_query);
         if ctx.route.is_api() {
-            // Lenient first, so that even a 403 comes back in the format asked for.
-            ctx.render = query::lenient_render_options(raw_query, accept);
+            ctx.render = match &normalised {
+                Ok(q) => q.render_options(accept),
+                Err(_) => query::lenient_render_options(raw_query, accept),
+            };
         }
 
         if self.config.auth.public_paths.iter().any(|p| p == path) {
@@ -67,8 +73,7 @@ impl Gateway {
             Route::Ambiguous => return Err(GatewayError::AmbiguousPath),
             Route::Api | Route::FinishUpload | Route::FinishUploadBadId => {}
         }
-        let normalised = query::normalise(raw_query)?;
-        ctx.render = normalised.render_options(accept);
+        let normalised = normalised?;
         if normalised.upstream_query.as_deref() != raw_query {
             ctx.upstream_query = Some(UpstreamQuery(normalised.upstream_query));
         }

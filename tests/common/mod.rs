@@ -59,6 +59,14 @@ pub async fn issuer_with(keys: Vec<SigningKey>, max_age_s: u64) -> Issuer {
         .expect("start issuer")
 }
 
+/// The usual set-up: the reference upload service, an issuer, and a gateway in front of both.
+pub async fn started() -> (UploadService, Issuer, Gateway) {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    (service, issuer, gateway)
+}
+
 /// A valid one-hour token from `issuer`.
 pub fn token(issuer: &Issuer) -> String {
     issuer

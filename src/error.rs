@@ -118,6 +118,9 @@ pub enum GatewayError {
     /// No upstream accepted a connection.
     #[error("no upstream reachable")]
     UpstreamUnreachable,
+    /// The upstream's answer could not be read as HTTP, or was too large to render.
+    #[error("upstream answer invalid")]
+    UpstreamInvalid,
     /// The upstream did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
@@ -141,7 +144,7 @@ impl GatewayError {
             GatewayError::MalformedUploadId => 404,
             GatewayError::Auth(_) => 403,
             GatewayError::KeySetUnavailable => 503,
-            GatewayError::UpstreamUnreachable => 502,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamInvalid => 502,
             GatewayError::UpstreamTimeout => 504,
             GatewayError::Internal(_) => 500,
         }
@@ -168,6 +171,7 @@ impl GatewayError {
             GatewayError::Auth(e) => e.reason(),
             GatewayError::KeySetUnavailable => "key_set_unavailable",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamInvalid => "upstream_invalid",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::BadRequest => "bad_request",
             GatewayError::Internal(reason) => reason,
@@ -186,6 +190,7 @@ mod tests {
             (GatewayError::MalformedUploadId, 404, "0x0230002"),
             (GatewayError::KeySetUnavailable, 503, "0x0000001"),
             (GatewayError::UpstreamUnreachable, 502, "0x0000001"),
+            (GatewayError::UpstreamInvalid, 502, "0x0000001"),
             (GatewayError::UpstreamTimeout, 504, "0x0000001"),
             (GatewayError::BadRequest, 400, "0x0230001"),
             (GatewayError::Internal("x"), 500, "0x0000001"),

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, LoadBalancer};
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{background_service, Opt};
@@ -153,7 +155,10 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
         server.add_service(admin);
     }
 
-    let gateway = Gateway::new(config.clone(), upstreams, auth, metrics);
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    )));
+    let gateway = Gateway::new(config.clone(), upstreams, auth, metrics, connector);
     exit_when_drained(&server, gateway.in_flight());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

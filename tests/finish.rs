@@ -506,6 +506,17 @@ async fn non_json_and_encoded_upstream_bodies_pass_through_untouched() {
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.bytes().await.unwrap().as_ref(), expected);
+        // The finish call's own exchange relays them just the same.
+        let resp = client()
+            .put(gateway.url(&format!("{}?format=xml", finish_path())))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(r#"{"upload":{"nb_chunks":1}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), expected);
     }
     assert_eq!(
         seen.lock().unwrap()[0].headers["accept-encoding"],
@@ -603,4 +614,189 @@ async fn rendered_responses_drop_the_upstreams_etag_and_head_matches_get() {
     );
     assert!(head.headers().get("etag").is_none());
     assert!(head.headers().get("content-length").is_none());
+}
+
+/// An upstream speaking raw HTTP/1.1 over TCP: `answer(n)` gives the bytes written for the n-th
+/// request on a connection (counting from 0), or `None` to close that connection unanswered.
+async fn raw_upstream(
+    answer: fn(usize) -> Option<Vec<u8>>,
+) -> (std::net::SocketAddr, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(Mutex::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            *counted.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 0.. {
+                    // One request: the header, then Content-Length bytes of body.
+                    let body_start = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..body_start]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < body_start + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    buf.drain(..body_start + length);
+                    match answer(n) {
+                        Some(bytes) => {
+                            if stream.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+async fn finish_through(upstream: std::net::SocketAddr, query: &str) -> reqwest::Response {
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![upstream], &issuer));
+    let resp = client()
+        .put(gateway.url(&format!("{}{query}", finish_path())))
+        .bearer_auth(token(&issuer))
+        .header("content-type", "application/json")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+        .send()
+        .await
+        .unwrap();
+    drop(gateway);
+    resp
+}
+
+const INTERNAL_ERROR: &str =
+    r#"{"error":{"error_code":"0x0000001","error_message":"Internal Error"}}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendered_answer_carries_its_exact_length_instead_of_chunks() {
+    let s = setup().await;
+    let resp = s
+        .finish(
+            &format!("{}?format=xml&human=true", finish_path()),
+            "application/json",
+            r#"{"upload":{"nb_chunks":1}}"#,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("transfer-encoding").is_none());
+    let length: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert_eq!(length, text.len());
+    assert!(text.starts_with("<?xml"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_upstream_json_over_the_render_limit_is_a_502_envelope() {
+    fn huge(_: usize) -> Option<Vec<u8>> {
+        let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..20 {
+            out.extend_from_slice(format!("{:X}\r\n", chunk.len()).as_bytes());
+            out.extend_from_slice(&chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        Some(out)
+    }
+    let (upstream, _) = raw_upstream(huge).await;
+    let resp = finish_through(upstream, "").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.text().await.unwrap(), INTERNAL_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_answer_that_is_not_http_is_a_502_envelope() {
+    fn garbage(_: usize) -> Option<Vec<u8>> {
+        Some(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())
+    }
+    let (upstream, _) = raw_upstream(garbage).await;
+    let resp = finish_through(upstream, "").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.text().await.unwrap(), INTERNAL_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_the_upstream_dropped_is_retried_on_a_fresh_one() {
+    // Each connection answers its first request and silently drops the second: the gateway's
+    // pooled connection is dead when the next finish call takes it.
+    fn once_per_connection(n: usize) -> Option<Vec<u8>> {
+        let body = br#"{"upload":{"status":"COMPLETING"}}"#;
+        (n == 0).then(|| {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(body);
+            out
+        })
+    }
+    let (upstream, connections) = raw_upstream(once_per_connection).await;
+    let issuer = issuer().await;
+    let gateway = Gateway::start(&GatewayConfig::new(vec![upstream], &issuer));
+    let token = token(&issuer);
+    for i in 0..3 {
+        let resp = client()
+            .put(gateway.url(&finish_path()))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(r#"{"upload":{"nb_chunks":1}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "call {i}: {}", gateway.logs());
+        assert_eq!(
+            resp.text().await.unwrap(),
+            r#"{"upload":{"status":"COMPLETING"}}"#
+        );
+    }
+    // Three answers took three connections (plus health-check probes, which send nothing).
+    assert!(*connections.lock().unwrap() >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_and_connection_nominated_headers_stay_with_the_gateway() {
+    let s = setup().await;
+    let resp = s
+        .put(&finish_path())
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("x-kept", "1")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let upstream = &s.service.received()[0];
+    assert!(upstream.headers.get("x-hop").is_none());
+    assert!(upstream.headers.get("keep-alive").is_none());
+    assert_eq!(upstream.headers["x-kept"], "1");
 }

@@ -1,12 +1,15 @@
 //! The Pingora shell: a [`ProxyHttp`] implementation that moves bytes and calls the pure core.
 //!
 //! One straight path per request: `request_filter` decides everything (route, rendering, query,
-//! token, body) and stores it in [`RequestCtx`]; `upstream_peer` picks a healthy upstream; the
-//! upstream filters write what was decided; the response filters render; `logging` writes one
-//! line. No phase re-derives what an earlier one decided, and nothing reaches the upstream
-//! before every check has passed.
+//! token, body) and stores it in [`RequestCtx`]. The finish call is then forwarded and answered
+//! right there (`exchange`): its body is already canonical, and a rendered answer with a length
+//! goes out in one write. Every other request goes through Pingora's proxy loop:
+//! `upstream_peer` picks a healthy upstream, the upstream filters write what was decided, the
+//! response filters render. `logging` writes one line for both. No phase re-derives what an
+//! earlier one decided, and nothing reaches the upstream before every check has passed.
 
 pub mod ctx;
+mod exchange;
 mod request;
 mod respond;
 mod response;
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
@@ -29,6 +33,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 
 pub use ctx::{InFlightCounter, RequestCtx};
+use route::Route;
 
 /// The gateway: configuration, upstreams, authentication and metrics, shared by all requests.
 pub struct Gateway {
@@ -37,6 +42,8 @@ pub struct Gateway {
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     in_flight: InFlightCounter,
+    /// Upstream connections (and their keep-alive pool) of the finish call's own exchange.
+    connector: Connector,
 }
 
 impl Gateway {
@@ -46,6 +53,7 @@ impl Gateway {
         upstreams: Arc<LoadBalancer<RoundRobin>>,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
+        connector: Connector,
     ) -> Self {
         Self {
             config,
@@ -53,6 +61,7 @@ impl Gateway {
             auth,
             metrics,
             in_flight: InFlightCounter::default(),
+            connector,
         }
     }
 
@@ -75,6 +84,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match self.decide(session, ctx).await {
+            Ok(()) if ctx.route == Route::FinishUpload => {
+                self.finish_upload(session, ctx).await?;
+                Ok(true)
+            }
             Ok(()) => Ok(false),
             Err(error) => {
                 self.respond_error(session, ctx, error).await?;
@@ -88,31 +101,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        ctx.attempts += 1;
-        let previous = ctx.upstream;
-        // On a retry, prefer a server other than the one that just refused the connection.
-        let backend = self
-            .upstreams
-            .select_with(b"", 256, |b, healthy| {
-                healthy && Some(b.addr.as_inet().copied()).flatten() != previous
-            })
-            .or_else(|| self.upstreams.select(b"", 256));
-        let Some(backend) = backend else {
-            return Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                "no healthy upstream",
-            ));
-        };
-        let addr = backend.addr.as_inet().copied();
-        ctx.upstream = addr;
-        let upstream = &self.config.upstream;
-        let mut peer = HttpPeer::new(backend.addr.clone(), upstream.tls, upstream.sni.clone());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        peer.options.write_timeout = Some(upstream.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        Ok(Box::new(self.select_peer(ctx)?))
     }
 
     fn fail_to_connect(
@@ -122,8 +111,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // PUT is idempotent and the body is replayed from the retry buffer, so one retry on
-        // another server is safe; more would only delay the 502.
+        // Nothing of the request has been sent yet (the finish call, whose body is read early,
+        // does its own exchange), so one retry on another server is safe; more would only delay
+        // the 502.
         e.set_retry(ctx.attempts < MAX_ATTEMPTS && self.config.upstream.servers.len() > 1);
         e
     }
@@ -135,22 +125,6 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.write_upstream_request(session, upstream_request, ctx)
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        // The whole client body was read and validated in request_filter; what Pingora replays
-        // from its retry buffer is swapped for the canonical body. Cloning `Bytes` is a refcount
-        // bump, so a retried attempt gets the same body again.
-        if let Some(canonical) = &ctx.body {
-            *body = end_of_stream.then(|| canonical.clone());
-        }
-        Ok(())
     }
 
     async fn response_filter(
@@ -198,6 +172,36 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.log_request(session, e, ctx);
+    }
+}
+
+impl Gateway {
+    /// Picks a healthy upstream for the next attempt, preferring one other than the last
+    /// attempt's, and counts the attempt.
+    fn select_peer(&self, ctx: &mut RequestCtx) -> Result<HttpPeer> {
+        ctx.attempts += 1;
+        let previous = ctx.upstream;
+        let backend = self
+            .upstreams
+            .select_with(b"", 256, |b, healthy| {
+                healthy && Some(b.addr.as_inet().copied()).flatten() != previous
+            })
+            .or_else(|| self.upstreams.select(b"", 256));
+        let Some(backend) = backend else {
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy upstream",
+            ));
+        };
+        ctx.upstream = backend.addr.as_inet().copied();
+        let upstream = &self.config.upstream;
+        let mut peer = HttpPeer::new(backend.addr.clone(), upstream.tls, upstream.sni.clone());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
     }
 }
 

@@ -241,9 +241,6 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
             .await
             .map_err(|_| GatewayError::BadRequest)?;
     }
-    // Pingora replays the retry buffer on each upstream attempt; request_body_filter swaps it
-    // for the canonical body.
-    session.enable_retry_buffering();
     let mut buf = BytesMut::with_capacity(declared.map_or(1024, |l| l as usize));
     let read_all = async {
         while let Some(chunk) = session

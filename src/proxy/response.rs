@@ -50,7 +50,7 @@ impl Gateway {
     }
 }
 
-fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
+pub(super) fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
     let status = resp.status.as_u16();
     // 206 carries a byte range of the upstream's representation: rendering it would lie.
     if head || matches!(status, 204 | 206 | 304) || (100..200).contains(&status) {

@@ -1,0 +1,352 @@
+//! The finish call's upstream exchange, done by the gateway itself inside `request_filter`.
+//!
+//! By the time the finish call gets here, the whole client body has been read and replaced by
+//! its canonical form, so nothing needs streaming on the way up. Doing the exchange here instead
+//! of through Pingora's generic proxy loop lets the rendered answer go out with a
+//! `Content-Length` in one write (the proxy loop must send the header before the body is
+//! rendered, which forces chunked framing and three writes), and skips the loop's channels and
+//! tasks. Forwarding keeps the proxy path's guarantees: the same headers as
+//! [`Gateway::write_upstream_request`] writes, one retry of a connect failure on another server,
+//! a retry on a fresh connection when a pooled one turns out closed, 502/504 envelopes, and the
+//! upstream's body relayed untouched whenever it is not rendered.
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, EXPECT, HOST, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE, VARY,
+};
+use http::Version;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use super::ctx::RequestCtx;
+use super::response::{is_renderable, RENDER_LIMIT};
+use super::{Gateway, MAX_ATTEMPTS};
+use crate::error::GatewayError;
+use crate::render::render_upstream_body;
+
+/// Pooled connections found closed by the upstream that are retried on a fresh attempt.
+const MAX_STALE_RETRIES: u8 = 4;
+
+/// Informational responses skipped before the final one; more means a misbehaving upstream.
+const MAX_INFORMATIONAL: u8 = 8;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the gateway answers itself: none of them is
+/// the client's to pass on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+impl Gateway {
+    /// Sends the validated finish call upstream and answers the client. Every failure before the
+    /// answer's header is written becomes the API's envelope; a failure after it can only close
+    /// the connection, which the returned error does.
+    pub(super) async fn finish_upload(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (mut upstream, peer) = match self.send_upstream(session, ctx).await {
+            Ok(exchange) => exchange,
+            Err(error) => return self.respond_error(session, ctx, error).await,
+        };
+        let Some(header) = upstream.response_header() else {
+            return self
+                .respond_error(session, ctx, GatewayError::UpstreamInvalid)
+                .await;
+        };
+        let mut resp = Box::new(header.clone());
+        strip_response_hop_by_hop(&mut resp);
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        resp.append_header(VARY, "Accept")?;
+
+        if is_renderable(&resp, false) {
+            let raw = match read_bounded(&mut upstream).await {
+                Ok(raw) => raw,
+                Err(error) => return self.respond_error(session, ctx, error).await,
+            };
+            self.release(upstream, &peer).await;
+            // A body that claims JSON but is not is relayed as it came: never invent content.
+            let body = match render_upstream_body(&raw, ctx.render) {
+                Some(rendered) => Bytes::from(rendered),
+                None => raw,
+            };
+            resp.remove_header(&TRANSFER_ENCODING);
+            // The rendered body is another representation: the upstream's validator is not its own.
+            resp.remove_header(&ETAG);
+            resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
+            resp.insert_header(CONTENT_LENGTH, body.len())?;
+            // With a length, Pingora sends header and body in one write.
+            session.write_response_header(resp, false).await?;
+            session.write_response_body(Some(body), true).await?;
+            return Ok(());
+        }
+
+        // Not ours to render: relay as it comes, framed as the upstream framed it.
+        let bodiless = upstream.response_done();
+        session.write_response_header(resp, bodiless).await?;
+        if !bodiless {
+            loop {
+                let chunk = upstream.read_response_body().await.map_err(|mut e| {
+                    e.as_up();
+                    e
+                })?;
+                let end = chunk.is_none() || upstream.response_done();
+                session.write_response_body(chunk, end).await?;
+                if end {
+                    break;
+                }
+            }
+        }
+        self.release(upstream, &peer).await;
+        Ok(())
+    }
+
+    /// Connects (retrying as described in the module), sends the request and reads the
+    /// response header.
+    async fn send_upstream(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(HttpSession, HttpPeer), GatewayError> {
+        let body = ctx.body.clone().unwrap_or_default();
+        let mut connect_failures = 0u8;
+        let mut stale = 0u8;
+        loop {
+            let peer = self
+                .select_peer(ctx)
+                .map_err(|_| GatewayError::UpstreamUnreachable)?;
+            let (mut upstream, reused) = match self.connector.get_http_session(&peer).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    connect_failures += 1;
+                    if connect_failures < MAX_ATTEMPTS && self.config.upstream.servers.len() > 1 {
+                        continue;
+                    }
+                    return Err(upstream_failure(&e));
+                }
+            };
+            upstream.set_read_timeout(Some(self.config.upstream.read_timeout));
+            upstream.set_write_timeout(Some(self.config.upstream.read_timeout));
+            let request = self
+                .upstream_request(session, ctx, body.len())
+                .map_err(|_| GatewayError::Internal("upstream_request"))?;
+            match exchange(&mut upstream, request, body.clone()).await {
+                Ok(()) => {
+                    ctx.upstream_latency = Some(ctx.started.elapsed());
+                    return Ok((upstream, peer));
+                }
+                Err(e) => {
+                    let closed = matches!(
+                        e.etype(),
+                        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                    );
+                    if reused && closed && stale < MAX_STALE_RETRIES {
+                        // A pooled connection the upstream had already closed: PUT is
+                        // idempotent and nothing was answered, so try again.
+                        stale += 1;
+                        continue;
+                    }
+                    return Err(upstream_failure(&e));
+                }
+            }
+        }
+    }
+
+    /// The request the upstream gets: the client's, without hop-by-hop headers, as HTTP/1.1,
+    /// with everything [`Gateway::write_upstream_request`] decides.
+    fn upstream_request(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        body_len: usize,
+    ) -> Result<Box<RequestHeader>> {
+        let mut req = Box::new(session.req_header().clone());
+        strip_request_hop_by_hop(&mut req);
+        req.remove_header(&EXPECT);
+        if req.version == Version::HTTP_2 && !req.headers.contains_key(HOST) {
+            // HTTP/2 carries the host as :authority; HTTP/1.1 upstreams need it as Host.
+            if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
+                req.insert_header(HOST, authority)?;
+            }
+        }
+        req.set_version(Version::HTTP_11);
+        self.write_upstream_request(session, &mut req, ctx)?;
+        req.insert_header(CONTENT_LENGTH, body_len)?;
+        Ok(req)
+    }
+
+    /// Returns a finished exchange's connection to the pool, when it can be reused.
+    async fn release(&self, upstream: HttpSession, peer: &HttpPeer) {
+        self.connector
+            .release_http_session(upstream, peer, peer.options.idle_timeout)
+            .await;
+    }
+}
+
+/// Sends header and body and waits for the final response header.
+async fn exchange(
+    upstream: &mut HttpSession,
+    request: Box<RequestHeader>,
+    body: Bytes,
+) -> Result<()> {
+    upstream.write_request_header(request).await?;
+    if !body.is_empty() {
+        upstream.write_request_body(body, true).await?;
+    }
+    upstream.finish_request_body().await?;
+    for _ in 0..MAX_INFORMATIONAL {
+        upstream.read_response_header().await?;
+        let informational = upstream
+            .response_header()
+            .is_some_and(|r| r.status.is_informational());
+        if !informational {
+            return Ok(());
+        }
+    }
+    Error::e_explain(
+        ErrorType::InvalidHTTPHeader,
+        "too many informational responses",
+    )
+}
+
+/// Reads the whole upstream body, refusing one over [`RENDER_LIMIT`] before buffering it.
+async fn read_bounded(upstream: &mut HttpSession) -> Result<Bytes, GatewayError> {
+    // The usual answer arrives in one read: that chunk is kept as it is, and copied only when
+    // more follow.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = upstream
+        .read_response_body()
+        .await
+        .map_err(|e| upstream_failure(&e))?
+    {
+        total += chunk.len();
+        if total > RENDER_LIMIT {
+            return Err(GatewayError::UpstreamInvalid);
+        }
+        if first.is_none() && joined.is_empty() {
+            first = Some(chunk);
+        } else {
+            if let Some(earlier) = first.take() {
+                joined.extend_from_slice(&earlier);
+            }
+            joined.extend_from_slice(&chunk);
+        }
+        if upstream.response_done() {
+            break;
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
+/// What the client is told about a failed exchange: 504 for a timeout, 502 otherwise.
+fn upstream_failure(e: &Error) -> GatewayError {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout => {
+            GatewayError::UpstreamTimeout
+        }
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 => GatewayError::UpstreamInvalid,
+        _ => GatewayError::UpstreamUnreachable,
+    }
+}
+
+/// Removes the hop-by-hop headers and every header the `Connection` header nominates.
+fn strip_request_hop_by_hop(req: &mut RequestHeader) {
+    for name in connection_nominated(&req.headers) {
+        req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+}
+
+fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    for name in connection_nominated(&resp.headers) {
+        resp.remove_header(&name);
+    }
+    // Connection and Transfer-Encoding are set by Pingora's writer from the framing it uses.
+    for name in [&CONNECTION, &TE, &TRAILER, &UPGRADE] {
+        resp.remove_header(name);
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
+}
+
+/// Header names listed in `Connection`, except the framing ones handled elsewhere.
+fn connection_nominated(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| *name != TRANSFER_ENCODING && *name != CONTENT_LENGTH && *name != HOST)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_nominated_request_headers_are_removed() {
+        let mut req = RequestHeader::build("PUT", b"/v1/files/uploads/x", None).unwrap();
+        req.insert_header("connection", "keep-alive, X-Secret, content-length")
+            .unwrap();
+        req.insert_header("x-secret", "1").unwrap();
+        req.insert_header("keep-alive", "timeout=5").unwrap();
+        req.insert_header("te", "trailers").unwrap();
+        req.insert_header("upgrade", "websocket").unwrap();
+        req.insert_header("content-length", "10").unwrap();
+        req.insert_header("x-kept", "1").unwrap();
+        strip_request_hop_by_hop(&mut req);
+        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
+            assert!(!req.headers.contains_key(gone), "{gone} still there");
+        }
+        assert!(req.headers.contains_key("x-kept"));
+        // A nomination cannot remove the message framing.
+        assert!(req.headers.contains_key("content-length"));
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_are_removed() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("connection", "close, x-internal")
+            .unwrap();
+        resp.insert_header("x-internal", "1").unwrap();
+        resp.insert_header("keep-alive", "timeout=5").unwrap();
+        resp.insert_header("etag", "\"a\"").unwrap();
+        strip_response_hop_by_hop(&mut resp);
+        for gone in ["connection", "x-internal", "keep-alive"] {
+            assert!(!resp.headers.contains_key(gone), "{gone} still there");
+        }
+        assert!(resp.headers.contains_key("etag"));
+    }
+
+    #[test]
+    fn upstream_failures_map_to_502_or_504() {
+        let failure = |etype| upstream_failure(&Error::new(etype));
+        assert_eq!(failure(ErrorType::ConnectRefused).status(), 502);
+        assert_eq!(failure(ErrorType::ConnectionClosed).status(), 502);
+        assert_eq!(failure(ErrorType::ReadTimedout).status(), 504);
+        assert_eq!(failure(ErrorType::ConnectTimedout).status(), 504);
+        assert!(matches!(
+            failure(ErrorType::InvalidHTTPHeader),
+            GatewayError::UpstreamInvalid
+        ));
+    }
+}

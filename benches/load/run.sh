@@ -37,6 +37,7 @@ COLD_COUNT=${COLD_COUNT:-200000}  # distinct tokens for the cold phase
 COLD_ALG=${COLD_ALG:-EdDSA}       # EdDSA (fast to mint), RS256 or ES256
 LOG_ROUND=${LOG_ROUND:-1}         # 0 skips the RUST_LOG=info round
 PROFILE=${PROFILE:-0}             # 1: perf record the gateway during one extra run
+PROFILE_TARGET=${PROFILE_TARGET:-gateway}  # which target PROFILE=1 records
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_CPU=${UPSTREAM_CPU:-1}
@@ -430,14 +431,14 @@ if [[ -n "$SWEEP" ]]; then
   done
 fi
 
-if [[ "$PROFILE" == 1 && " $TARGETS " == *" gateway "* ]]; then
-  log "profile: perf record -g of the gateway during one ${DURATION}s run"
+if [[ "$PROFILE" == 1 && " $TARGETS " == *" $PROFILE_TARGET "* ]]; then
+  log "profile: perf record -g of $PROFILE_TARGET during one ${DURATION}s run"
   # Rust release builds have no frame pointers: unwind with DWARF CFI (.eh_frame).
-  perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "${PID[gateway]}" -o "$WORK/perf.data" \
+  perf record -e cpu-clock -F 999 --call-graph dwarf,16384 -p "${PID[$PROFILE_TARGET]}" -o "$WORK/perf.data" \
     -- sleep "$((DURATION + 1))" >"$WORK/perf-record.log" 2>&1 &
   perf_pid=$!
   sleep 0.5
-  run profile gateway 1 "$CONNS" "$DURATION" put.lua "under perf"
+  run profile "$PROFILE_TARGET" 1 "$CONNS" "$DURATION" put.lua "under perf"
   wait "$perf_pid" || log "perf record failed: $(cat "$WORK/perf-record.log")"
   squeeze() { grep -v '^#' | grep -v '^$' | sed 's/ \{2,\}/ /g; s/ - - *$//'; }
   {
@@ -447,9 +448,9 @@ if [[ "$PROFILE" == 1 && " $TARGETS " == *" gateway "* ]]; then
     perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | squeeze | head -60
     echo "## gateway code and its libraries (children = inclusive, self)"
     perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | squeeze |
-      grep -E 'upload_gateway|tracing|serde_json|moka|prometheus|regex|quick_xml|jsonwebtoken' | head -60
-  } >"$OUT/perf-gateway.txt" || true
-  log "perf report: $OUT/perf-gateway.txt"
+      grep -E 'upload_gateway|tracing|serde_json|quick_cache|prometheus|regex|quick_xml|jsonwebtoken' | head -60
+  } >"$OUT/perf-$PROFILE_TARGET.txt" || true
+  log "perf report: $OUT/perf-$PROFILE_TARGET.txt"
   if command -v strace >/dev/null; then
     log "profile: system calls per request (strace -c, 4 s each, not a throughput measurement)"
     : >"$OUT/syscalls.txt"

@@ -13,16 +13,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use moka::Expiry;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::UnitWeighter;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
@@ -220,10 +218,23 @@ pub struct TokenVerifier {
     rsa: Option<Validation>,
     ec: Option<Validation>,
     ed: Option<Validation>,
-    cache: Cache<[u8; 32], CachedToken, FingerprintHasher>,
+    /// `None` when caching is disabled (capacity 0).
+    cache: Option<TokenCache>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
+
+/// Verified tokens by the SHA-256 of the token. S3-FIFO (quick_cache): a hit is a hash lookup
+/// under a shard's read lock plus one atomic, with no frequency sketch or access queue to
+/// touch, so the cost stays close to one table probe as the cache grows. Expired entries are
+/// refused (and removed) on the hit that finds them; capacity bounds the rest.
+type TokenCache = Cache<
+    [u8; 32],
+    CachedToken,
+    UnitWeighter,
+    FingerprintHasher,
+    DefaultLifecycle<[u8; 32], CachedToken>,
+>;
 
 /// A cache entry: the shared result plus what a hit and `retain_keys` need.
 #[derive(Clone)]
@@ -234,22 +245,6 @@ struct CachedToken {
     header_kid: Option<Arc<str>>,
     alg: Algorithm,
     key_thumbprint: [u8; 32],
-    /// Until `exp + leeway`, measured from insertion.
-    time_to_live: Duration,
-}
-
-/// Evicts an entry when its token expires instead of waiting for capacity pressure.
-struct UntilTokenExpiry;
-
-impl Expiry<[u8; 32], CachedToken> for UntilTokenExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &CachedToken,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.time_to_live)
-    }
 }
 
 impl TokenVerifier {
@@ -272,14 +267,16 @@ impl TokenVerifier {
         {
             return Err(PolicyError::InvalidHeaderName(name.clone()));
         }
-        // LRU rather than TinyLFU: a hit then only touches the entry and its queue node, not a
-        // frequency sketch, which keeps the hit cost flat as the cache grows (every cached
-        // token is equally worth keeping until it expires).
-        let cache = Cache::builder()
-            .max_capacity(cache_capacity)
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilTokenExpiry)
-            .build_with_hasher(FingerprintHasher);
+        let cache = (cache_capacity > 0).then(|| {
+            let items = usize::try_from(cache_capacity).unwrap_or(usize::MAX);
+            Cache::with(
+                items,
+                cache_capacity,
+                UnitWeighter,
+                FingerprintHasher,
+                DefaultLifecycle::default(),
+            )
+        });
         Ok(TokenVerifier {
             rsa: family_validation(&policy.algorithms, AlgorithmFamily::Rsa),
             ec: family_validation(&policy.algorithms, AlgorithmFamily::Ec),
@@ -306,37 +303,35 @@ impl TokenVerifier {
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         let token = bearer_token(authorization)?;
         let fingerprint = sha256(token);
-        if let Some(cached) = self.cache.get(&fingerprint) {
+        let Some(cache) = &self.cache else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(self.verify_uncached(keys, token, now_s)?.token);
+        };
+        if let Some(cached) = cache.get(&fingerprint) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return self.recheck(keys, &fingerprint, cached, now_s);
+            return self.recheck(cache, keys, &fingerprint, cached, now_s);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let cached = self.verify_uncached(keys, token, now_s)?;
         let verified = Arc::clone(&cached.token);
-        self.cache.insert(fingerprint, cached);
+        cache.insert(fingerprint, cached);
         Ok(verified)
     }
 
     /// Drops the cached tokens that `keys` would no longer verify: their `kid` left the
     /// set, or now names other key material. Call it after every key-set swap.
     pub fn retain_keys(&self, keys: &KeySet) {
-        let stale: Vec<Arc<[u8; 32]>> = self
-            .cache
-            .iter()
-            .filter(|(_, cached)| {
-                keys.select(cached.header_kid.as_deref(), cached.alg)
-                    .map_or(true, |key| key.thumbprint() != &cached.key_thumbprint)
-            })
-            .map(|(fingerprint, _)| fingerprint)
-            .collect();
-        for fingerprint in &stale {
-            self.cache.invalidate(fingerprint.as_ref());
-        }
-        if !stale.is_empty() {
-            tracing::debug!(
-                dropped = stale.len(),
-                "verified tokens dropped after key set change"
-            );
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let before = cache.len();
+        cache.retain(|_, cached| {
+            keys.select(cached.header_kid.as_deref(), cached.alg)
+                .is_ok_and(|key| key.thumbprint() == &cached.key_thumbprint)
+        });
+        let dropped = before.saturating_sub(cache.len());
+        if dropped > 0 {
+            tracing::debug!(dropped, "verified tokens dropped after key set change");
         }
     }
 
@@ -345,12 +340,13 @@ impl TokenVerifier {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            entries: self.cache.entry_count(),
+            entries: self.cache.as_ref().map_or(0, |c| c.len() as u64),
         }
     }
 
     fn recheck(
         &self,
+        cache: &TokenCache,
         keys: &KeySet,
         fingerprint: &[u8; 32],
         cached: CachedToken,
@@ -362,14 +358,14 @@ impl TokenVerifier {
             .select(cached.header_kid.as_deref(), cached.alg)
             .is_ok_and(|key| key.thumbprint() == &cached.key_thumbprint);
         if !same_key {
-            self.cache.invalidate(fingerprint);
+            cache.remove(fingerprint);
             return Err(AuthError::UnknownKid);
         }
         match check_time_window(cached.token.exp, cached.nbf, now_s, self.policy.leeway_s) {
             Ok(()) => Ok(cached.token),
             Err(error) => {
                 if error == AuthError::Expired {
-                    self.cache.invalidate(fingerprint);
+                    cache.remove(fingerprint);
                 }
                 Err(error)
             }
@@ -434,14 +430,12 @@ impl TokenVerifier {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             upstream_headers: self.upstream_headers(&claims),
         };
-        let live_until = times.exp.saturating_add(self.policy.leeway_s);
         Ok(CachedToken {
             token: Arc::new(verified),
             nbf: times.nbf,
             header_kid: header.kid.map(Arc::from),
             alg,
             key_thumbprint: *key.thumbprint(),
-            time_to_live: Duration::from_secs(live_until.saturating_sub(now_s)),
         })
     }
 
@@ -745,6 +739,8 @@ fn is_header_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use serde_json::json;
 
     use super::*;
@@ -1436,7 +1432,9 @@ mod tests {
         let per_hit = started.elapsed() / rounds;
         let started = Instant::now();
         for _ in 0..200 {
-            verifier.cache.invalidate(&sha256(&header.as_bytes()[7..]));
+            if let Some(cache) = &verifier.cache {
+                cache.remove(&sha256(&header.as_bytes()[7..]));
+            }
             verifier
                 .verify(&keys, Some(header.as_bytes()), NOW)
                 .unwrap();

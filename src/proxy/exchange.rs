@@ -201,11 +201,12 @@ async fn exchange(
     request: Box<RequestHeader>,
     body: Bytes,
 ) -> Result<()> {
-    upstream.write_request_header(request).await?;
-    if !body.is_empty() {
-        upstream.write_request_body(body, true).await?;
-    }
-    upstream.finish_request_body().await?;
+    // Pingora flushes the header on its own; corked, header and body leave in one segment
+    // instead of two (each loopback segment costs the sender several microseconds).
+    cork(upstream, true);
+    let sent = send_request(upstream, request, body).await;
+    cork(upstream, false);
+    sent?;
     for _ in 0..MAX_INFORMATIONAL {
         upstream.read_response_header().await?;
         let informational = upstream
@@ -220,6 +221,37 @@ async fn exchange(
         "too many informational responses",
     )
 }
+
+async fn send_request(
+    upstream: &mut HttpSession,
+    request: Box<RequestHeader>,
+    body: Bytes,
+) -> Result<()> {
+    upstream.write_request_header(request).await?;
+    if !body.is_empty() {
+        upstream.write_request_body(body, true).await?;
+    }
+    upstream.finish_request_body().await
+}
+
+/// Sets `TCP_CORK` on an HTTP/1 upstream connection. Clearing it sends what was held back.
+/// Best effort: a socket that refuses the option is written to uncorked.
+#[cfg(target_os = "linux")]
+fn cork(upstream: &HttpSession, on: bool) {
+    use pingora::protocols::UniqueID;
+    use std::os::fd::BorrowedFd;
+    if let HttpSession::H1(h1) = upstream {
+        // The unique id of a Unix stream is its file descriptor.
+        let raw = h1.id();
+        // SAFETY: the descriptor is owned by `upstream`'s stream, which is borrowed for the
+        // whole (synchronous) lifetime of `fd` and so cannot be closed meanwhile.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let _ = socket2::SockRef::from(&fd).set_tcp_cork(on);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cork(_upstream: &HttpSession, _on: bool) {}
 
 /// Reads the whole upstream body, refusing one over [`RENDER_LIMIT`] before buffering it.
 async fn read_bounded(upstream: &mut HttpSession) -> Result<Bytes, GatewayError> {

@@ -113,7 +113,13 @@ impl fmt::Debug for UsableKey {
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     keys: Vec<UsableKey>,
+    /// Unique per parsed document (0 for the empty set): a token verified under this very set
+    /// needs no re-check of its key.
+    generation: u64,
 }
+
+/// The next [`KeySet::generation`].
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The document is not a JWKS at all (as opposed to single keys being unusable).
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +274,13 @@ impl KeySet {
                 Err(reason) => skipped.push(SkippedKey { kid, reason }),
             }
         }
-        Ok((KeySet { keys }, skipped))
+        let generation = NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok((KeySet { keys, generation }, skipped))
+    }
+
+    /// Which parse of a JWKS this set is: two sets with the same generation are the same set.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Picks the key that verifies a token with header `kid` and `alg`.

@@ -75,6 +75,20 @@ pub struct VerifiedToken {
     pub subject: Option<String>,
     /// (header name, value) for each `claims_to_headers` entry whose claim is a scalar.
     pub upstream_headers: Vec<(String, String)>,
+    /// What a cache hit re-checks, kept in the same allocation so that a hit touches one.
+    recheck: Recheck,
+}
+
+/// How the token was verified, to re-check a cache hit against the current key set and clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recheck {
+    nbf: Option<u64>,
+    /// How the key was selected, to replay the selection against a new key set.
+    header_kid: Option<String>,
+    alg: Algorithm,
+    key_thumbprint: [u8; 32],
+    /// [`KeySet::generation`] of the set that verified it.
+    key_set: u64,
 }
 
 /// Why a request's token was refused. `Display` never contains the token or any part of it.
@@ -230,22 +244,11 @@ pub struct TokenVerifier {
 /// refused (and removed) on the hit that finds them; capacity bounds the rest.
 type TokenCache = Cache<
     [u8; 32],
-    CachedToken,
+    Arc<VerifiedToken>,
     UnitWeighter,
     FingerprintHasher,
-    DefaultLifecycle<[u8; 32], CachedToken>,
+    DefaultLifecycle<[u8; 32], Arc<VerifiedToken>>,
 >;
-
-/// A cache entry: the shared result plus what a hit and `retain_keys` need.
-#[derive(Clone)]
-struct CachedToken {
-    token: Arc<VerifiedToken>,
-    nbf: Option<u64>,
-    /// How the key was selected, to replay the selection against a new key set.
-    header_kid: Option<Arc<str>>,
-    alg: Algorithm,
-    key_thumbprint: [u8; 32],
-}
 
 impl TokenVerifier {
     /// Builds a verifier caching up to `cache_capacity` verified tokens (0 disables caching).
@@ -305,16 +308,15 @@ impl TokenVerifier {
         let fingerprint = sha256(token);
         let Some(cache) = &self.cache else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(self.verify_uncached(keys, token, now_s)?.token);
+            return self.verify_uncached(keys, token, now_s);
         };
         if let Some(cached) = cache.get(&fingerprint) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return self.recheck(cache, keys, &fingerprint, cached, now_s);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let cached = self.verify_uncached(keys, token, now_s)?;
-        let verified = Arc::clone(&cached.token);
-        cache.insert(fingerprint, cached);
+        let verified = self.verify_uncached(keys, token, now_s)?;
+        cache.insert(fingerprint, Arc::clone(&verified));
         Ok(verified)
     }
 
@@ -326,8 +328,7 @@ impl TokenVerifier {
         };
         let before = cache.len();
         cache.retain(|_, cached| {
-            keys.select(cached.header_kid.as_deref(), cached.alg)
-                .is_ok_and(|key| key.thumbprint() == &cached.key_thumbprint)
+            cached.recheck.key_set == keys.generation() || verified_by(cached, keys)
         });
         let dropped = before.saturating_sub(cache.len());
         if dropped > 0 {
@@ -349,20 +350,19 @@ impl TokenVerifier {
         cache: &TokenCache,
         keys: &KeySet,
         fingerprint: &[u8; 32],
-        cached: CachedToken,
+        cached: Arc<VerifiedToken>,
         now_s: u64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         // The key that verified the token must still be in the set: an entry inserted while a
-        // refresh removed its key would otherwise outlive `retain_keys`.
-        let same_key = keys
-            .select(cached.header_kid.as_deref(), cached.alg)
-            .is_ok_and(|key| key.thumbprint() == &cached.key_thumbprint);
+        // refresh removed its key would otherwise outlive `retain_keys`. Under the very set
+        // that verified it, it is.
+        let same_key = cached.recheck.key_set == keys.generation() || verified_by(&cached, keys);
         if !same_key {
             cache.remove(fingerprint);
             return Err(AuthError::UnknownKid);
         }
-        match check_time_window(cached.token.exp, cached.nbf, now_s, self.policy.leeway_s) {
-            Ok(()) => Ok(cached.token),
+        match check_time_window(cached.exp, cached.recheck.nbf, now_s, self.policy.leeway_s) {
+            Ok(()) => Ok(cached),
             Err(error) => {
                 if error == AuthError::Expired {
                     cache.remove(fingerprint);
@@ -377,7 +377,7 @@ impl TokenVerifier {
         keys: &KeySet,
         token: &[u8],
         now_s: u64,
-    ) -> Result<CachedToken, AuthError> {
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
         // Only the JWS compact alphabet: also makes the token ASCII.
         if !token
             .iter()
@@ -429,14 +429,15 @@ impl TokenVerifier {
             exp: times.exp,
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             upstream_headers: self.upstream_headers(&claims),
+            recheck: Recheck {
+                nbf: times.nbf,
+                header_kid: header.kid,
+                alg,
+                key_thumbprint: *key.thumbprint(),
+                key_set: keys.generation(),
+            },
         };
-        Ok(CachedToken {
-            token: Arc::new(verified),
-            nbf: times.nbf,
-            header_kid: header.kid.map(Arc::from),
-            alg,
-            key_thumbprint: *key.thumbprint(),
-        })
+        Ok(Arc::new(verified))
     }
 
     fn validation_for(&self, alg: Algorithm) -> Option<&Validation> {
@@ -636,6 +637,13 @@ fn decode_error(kind: &ErrorKind) -> AuthError {
         // or duplicate registered claims (jsonwebtoken refuses those).
         _ => AuthError::Malformed,
     }
+}
+
+/// Whether `keys` still selects, for the token's header, the key that verified it.
+fn verified_by(token: &VerifiedToken, keys: &KeySet) -> bool {
+    let recheck = &token.recheck;
+    keys.select(recheck.header_kid.as_deref(), recheck.alg)
+        .is_ok_and(|key| key.thumbprint() == &recheck.key_thumbprint)
 }
 
 fn check_time_window(
@@ -1242,6 +1250,22 @@ mod tests {
             AuthError::UnknownKid
         );
         assert_eq!(verifier.cache_stats().hits, 1);
+    }
+
+    #[test]
+    fn a_hit_under_a_reparsed_identical_set_reselects_the_key_and_still_hits() {
+        let verifier = verifier();
+        let token = rsa_token(&claims());
+        let (first_set, second_set) = (all_keys(), all_keys());
+        assert_ne!(first_set.generation(), second_set.generation());
+        let first = verify_at(&verifier, &first_set, &token, NOW).unwrap();
+        let same_set = verify_at(&verifier, &first_set, &token, NOW).unwrap();
+        let reparsed = verify_at(&verifier, &second_set, &token, NOW).unwrap();
+        assert!(Arc::ptr_eq(&first, &same_set) && Arc::ptr_eq(&first, &reparsed));
+        assert_eq!(verifier.cache_stats().hits, 2);
+        // After an identical refresh the sweep keeps the entry.
+        verifier.retain_keys(&second_set);
+        assert_eq!(verifier.cache_stats().entries, 1);
     }
 
     #[test]

@@ -29,6 +29,10 @@ use upload_gateway::request::body::validate_finish_body;
 use upload_gateway::request::negotiate::format_from_accept;
 use upload_gateway::request::query::{lenient_render_options, normalise};
 
+// The allocator the shipped binary uses (src/main.rs), so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const UPLOAD_ID: &str = "5475f75ce4b084a392305dcb";
 const QUERY: &str = "format=xml&human=true";
 const JSON_BODY: &[u8] = br#"{"upload":{"nb_chunks":1}}"#;

@@ -671,7 +671,12 @@ async fn raw_upstream(
     (addr, connections)
 }
 
-async fn finish_through(upstream: std::net::SocketAddr, query: &str) -> reqwest::Response {
+/// A finish call through a fresh gateway in front of `upstream`: status, headers and the whole
+/// body, read before the gateway stops.
+async fn finish_through(
+    upstream: std::net::SocketAddr,
+    query: &str,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
     let issuer = issuer().await;
     let gateway = Gateway::start(&GatewayConfig::new(vec![upstream], &issuer));
     let resp = client()
@@ -682,8 +687,10 @@ async fn finish_through(upstream: std::net::SocketAddr, query: &str) -> reqwest:
         .send()
         .await
         .unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp.text().await.unwrap();
     drop(gateway);
-    resp
+    (status, headers, body)
 }
 
 const INTERNAL_ERROR: &str =
@@ -725,9 +732,9 @@ async fn chunked_upstream_json_over_the_render_limit_is_a_502_envelope() {
         Some(out)
     }
     let (upstream, _) = raw_upstream(huge).await;
-    let resp = finish_through(upstream, "").await;
-    assert_eq!(resp.status(), 502);
-    assert_eq!(resp.text().await.unwrap(), INTERNAL_ERROR);
+    let (status, _, body) = finish_through(upstream, "").await;
+    assert_eq!(status, 502);
+    assert_eq!(body, INTERNAL_ERROR);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -736,9 +743,9 @@ async fn an_upstream_answer_that_is_not_http_is_a_502_envelope() {
         Some(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec())
     }
     let (upstream, _) = raw_upstream(garbage).await;
-    let resp = finish_through(upstream, "").await;
-    assert_eq!(resp.status(), 502);
-    assert_eq!(resp.text().await.unwrap(), INTERNAL_ERROR);
+    let (status, _, body) = finish_through(upstream, "").await;
+    assert_eq!(status, 502);
+    assert_eq!(body, INTERNAL_ERROR);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -799,4 +806,35 @@ async fn hop_by_hop_and_connection_nominated_headers_stay_with_the_gateway() {
     assert!(upstream.headers.get("x-hop").is_none());
     assert!(upstream.headers.get("keep-alive").is_none());
     assert_eq!(upstream.headers["x-kept"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_upstream_answers_are_joined_to_render_and_relayed_chunk_by_chunk() {
+    fn chunked_json(_: usize) -> Option<Vec<u8>> {
+        Some(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+              B\r\n{\"upload\":{\r\n13\r\n\"status\":\"COMPLETE\"\r\n2\r\n}}\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    }
+    fn chunked_text(_: usize) -> Option<Vec<u8>> {
+        Some(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    }
+    let (json, _) = raw_upstream(chunked_json).await;
+    let (status, headers, body) = finish_through(json, "?format=xml").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-length"], body.len().to_string().as_str());
+    assert_eq!(
+        body,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><upload><status>COMPLETE</status></upload>"
+    );
+    let (text, _) = raw_upstream(chunked_text).await;
+    let (status, headers, body) = finish_through(text, "?format=xml").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/plain");
+    assert_eq!(body, "hello world");
 }

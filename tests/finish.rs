@@ -507,14 +507,8 @@ async fn non_json_and_encoded_upstream_bodies_pass_through_untouched() {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.bytes().await.unwrap().as_ref(), expected);
         // The finish call's own exchange relays them just the same.
-        let resp = client()
-            .put(gateway.url(&format!("{}?format=xml", finish_path())))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(r#"{"upload":{"nb_chunks":1}}"#)
-            .send()
-            .await
-            .unwrap();
+        let url = gateway.url(&format!("{}?format=xml", finish_path()));
+        let resp = finish_call(&client(), url, &token).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.bytes().await.unwrap().as_ref(), expected);
     }
@@ -679,11 +673,8 @@ async fn finish_through(
 ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
     let issuer = issuer().await;
     let gateway = Gateway::start(&GatewayConfig::new(vec![upstream], &issuer));
-    let resp = client()
-        .put(gateway.url(&format!("{}{query}", finish_path())))
-        .bearer_auth(token(&issuer))
-        .header("content-type", "application/json")
-        .body(r#"{"upload":{"nb_chunks":1}}"#)
+    let url = gateway.url(&format!("{}{query}", finish_path()));
+    let resp = finish_call(&client(), url, &token(&issuer))
         .send()
         .await
         .unwrap();
@@ -769,11 +760,7 @@ async fn a_pooled_connection_the_upstream_dropped_is_retried_on_a_fresh_one() {
     let gateway = Gateway::start(&GatewayConfig::new(vec![upstream], &issuer));
     let token = token(&issuer);
     for i in 0..3 {
-        let resp = client()
-            .put(gateway.url(&finish_path()))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(r#"{"upload":{"nb_chunks":1}}"#)
+        let resp = finish_call(&client(), gateway.url(&finish_path()), &token)
             .send()
             .await
             .unwrap();

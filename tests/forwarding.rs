@@ -112,11 +112,7 @@ async fn one_dead_upstream_of_two_causes_no_client_visible_error() {
     drop(doomed);
 
     for i in 0..20 {
-        let resp = client
-            .put(gateway.url(&finish_path()))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(r#"{"upload":{"nb_chunks":1}}"#)
+        let resp = finish_call(&client, gateway.url(&finish_path()), &token)
             .send()
             .await
             .unwrap();
@@ -135,11 +131,7 @@ async fn closed_upstream_port_gives_502_with_internal_error_envelope() {
     let issuer = issuer().await;
     let gateway = Gateway::start(&GatewayConfig::new(vec![closed_port()], &issuer));
 
-    let resp = client()
-        .put(gateway.url(&finish_path()))
-        .bearer_auth(token(&issuer))
-        .header("content-type", "application/json")
-        .body(r#"{"upload":{"nb_chunks":1}}"#)
+    let resp = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer))
         .send()
         .await
         .unwrap();
@@ -162,11 +154,7 @@ async fn upstream_slower_than_read_timeout_gives_504_with_internal_error_envelop
     let gateway = Gateway::start(&config);
 
     let started = Instant::now();
-    let resp = client()
-        .put(gateway.url(&finish_path()))
-        .bearer_auth(token(&issuer))
-        .header("content-type", "application/json")
-        .body(r#"{"upload":{"nb_chunks":1}}"#)
+    let resp = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer))
         .send()
         .await
         .unwrap();
@@ -187,12 +175,7 @@ async fn sigterm_lets_an_in_flight_call_finish_then_exits() {
         GatewayConfig::new(vec![slow.addr()], &issuer).with("server", "shutdown_grace_s = 3");
     let mut gateway = Gateway::start(&config);
 
-    let request = client()
-        .put(gateway.url(&finish_path()))
-        .bearer_auth(token(&issuer))
-        .header("content-type", "application/json")
-        .body(r#"{"upload":{"nb_chunks":1}}"#)
-        .send();
+    let request = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer)).send();
     let in_flight = tokio::spawn(request);
     // Let the request reach the upstream before the signal.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -327,9 +327,7 @@ impl TokenVerifier {
             return;
         };
         let before = cache.len();
-        cache.retain(|_, cached| {
-            cached.recheck.key_set == keys.generation() || verified_by(cached, keys)
-        });
+        cache.retain(|_, cached| verified_by(cached, keys));
         let dropped = before.saturating_sub(cache.len());
         if dropped > 0 {
             tracing::debug!(dropped, "verified tokens dropped after key set change");
@@ -354,10 +352,8 @@ impl TokenVerifier {
         now_s: u64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
         // The key that verified the token must still be in the set: an entry inserted while a
-        // refresh removed its key would otherwise outlive `retain_keys`. Under the very set
-        // that verified it, it is.
-        let same_key = cached.recheck.key_set == keys.generation() || verified_by(&cached, keys);
-        if !same_key {
+        // refresh removed its key would otherwise outlive `retain_keys`.
+        if !verified_by(&cached, keys) {
             cache.remove(fingerprint);
             return Err(AuthError::UnknownKid);
         }
@@ -639,11 +635,14 @@ fn decode_error(kind: &ErrorKind) -> AuthError {
     }
 }
 
-/// Whether `keys` still selects, for the token's header, the key that verified it.
+/// Whether `keys` still selects, for the token's header, the key that verified it. Under the
+/// very set that verified it, it does, and the selection is skipped.
 fn verified_by(token: &VerifiedToken, keys: &KeySet) -> bool {
     let recheck = &token.recheck;
-    keys.select(recheck.header_kid.as_deref(), recheck.alg)
-        .is_ok_and(|key| key.thumbprint() == &recheck.key_thumbprint)
+    recheck.key_set == keys.generation()
+        || keys
+            .select(recheck.header_kid.as_deref(), recheck.alg)
+            .is_ok_and(|key| key.thumbprint() == &recheck.key_thumbprint)
 }
 
 fn check_time_window(

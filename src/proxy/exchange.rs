@@ -12,8 +12,7 @@
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, EXPECT, HOST, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE, VARY,
+    HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VARY,
 };
 use http::Version;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -23,10 +22,9 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::ctx::RequestCtx;
-use super::response::{is_renderable, RENDER_LIMIT};
+use super::response::{is_renderable, mark_rendered, rendered, RENDER_LIMIT};
 use super::{Gateway, MAX_ATTEMPTS};
 use crate::error::GatewayError;
-use crate::render::render_upstream_body;
 
 /// Pooled connections found closed by the upstream that are retried on a fresh attempt.
 const MAX_STALE_RETRIES: u8 = 4;
@@ -77,15 +75,9 @@ impl Gateway {
                 Err(error) => return self.respond_error(session, ctx, error).await,
             };
             self.release(upstream, &peer).await;
-            // A body that claims JSON but is not is relayed as it came: never invent content.
-            let body = match render_upstream_body(&raw, ctx.render) {
-                Some(rendered) => Bytes::from(rendered),
-                None => raw,
-            };
+            let body = rendered(raw, ctx.render);
             resp.remove_header(&TRANSFER_ENCODING);
-            // The rendered body is another representation: the upstream's validator is not its own.
-            resp.remove_header(&ETAG);
-            resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
+            mark_rendered(&mut resp, ctx.render)?;
             resp.insert_header(CONTENT_LENGTH, body.len())?;
             // With a length, Pingora sends header and body in one write.
             session.write_response_header(resp, false).await?;
@@ -140,7 +132,7 @@ impl Gateway {
             upstream.set_read_timeout(Some(self.config.upstream.read_timeout));
             upstream.set_write_timeout(Some(self.config.upstream.read_timeout));
             let request = self
-                .upstream_request(session, ctx, body.len())
+                .upstream_request(session, ctx)
                 .map_err(|_| GatewayError::Internal("upstream_request"))?;
             match exchange(&mut upstream, request, body.clone()).await {
                 Ok(()) => {
@@ -165,16 +157,11 @@ impl Gateway {
     }
 
     /// The request the upstream gets: the client's, without hop-by-hop headers, as HTTP/1.1,
-    /// with everything [`Gateway::write_upstream_request`] decides.
-    fn upstream_request(
-        &self,
-        session: &Session,
-        ctx: &RequestCtx,
-        body_len: usize,
-    ) -> Result<Box<RequestHeader>> {
+    /// with everything [`Gateway::write_upstream_request`] decides (which also frames the
+    /// canonical body: `Content-Length`, no `Expect`).
+    fn upstream_request(&self, session: &Session, ctx: &RequestCtx) -> Result<Box<RequestHeader>> {
         let mut req = Box::new(session.req_header().clone());
         strip_request_hop_by_hop(&mut req);
-        req.remove_header(&EXPECT);
         if req.version == Version::HTTP_2 && !req.headers.contains_key(HOST) {
             // HTTP/2 carries the host as :authority; HTTP/1.1 upstreams need it as Host.
             if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_owned()) {
@@ -183,7 +170,6 @@ impl Gateway {
         }
         req.set_version(Version::HTTP_11);
         self.write_upstream_request(session, &mut req, ctx)?;
-        req.insert_header(CONTENT_LENGTH, body_len)?;
         Ok(req)
     }
 

@@ -11,7 +11,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::ctx::{RequestCtx, ResponsePlan};
 use super::Gateway;
-use crate::render::render_upstream_body;
+use crate::render::{render_upstream_body, RenderOptions};
 
 /// The largest upstream body the gateway buffers to render: finish-call answers are a few
 /// hundred bytes, so anything near this is a misbehaving upstream.
@@ -42,11 +42,25 @@ impl Gateway {
         }
         ctx.response_plan = ResponsePlan::Render;
         resp.remove_header(&CONTENT_LENGTH);
-        // The rendered body is another representation: the upstream's validator is not its own.
-        resp.remove_header(&ETAG);
         resp.insert_header(TRANSFER_ENCODING, "chunked")?;
-        resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
-        Ok(())
+        mark_rendered(resp, ctx.render)
+    }
+}
+
+/// The headers of a rendered answer that do not depend on its framing.
+pub(super) fn mark_rendered(resp: &mut ResponseHeader, render: RenderOptions) -> Result<()> {
+    // The rendered body is another representation: the upstream's validator is not its own.
+    resp.remove_header(&ETAG);
+    resp.insert_header(CONTENT_TYPE, render.format.content_type())?;
+    Ok(())
+}
+
+/// The upstream's JSON body as the client asked for it. A body that claims JSON but is not is
+/// relayed as it came: never invent content.
+pub(super) fn rendered(raw: Bytes, render: RenderOptions) -> Bytes {
+    match render_upstream_body(&raw, render) {
+        Some(body) => Bytes::from(body),
+        None => raw,
     }
 }
 
@@ -102,9 +116,7 @@ pub(super) fn render_body(
     }
     if end_of_stream {
         let raw = std::mem::take(&mut ctx.response_buffer);
-        // A body that claims JSON but is not is relayed as it came: never invent content.
-        let rendered = render_upstream_body(&raw, ctx.render).unwrap_or(raw);
-        *body = Some(Bytes::from(rendered));
+        *body = Some(rendered(Bytes::from(raw), ctx.render));
     }
     Ok(())
 }

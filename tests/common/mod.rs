@@ -340,3 +340,12 @@ pub fn client() -> reqwest::Client {
 pub fn finish_path() -> String {
     format!("/v1/files/uploads/{DOCUMENTED_UPLOAD_ID}")
 }
+
+/// A valid finish call (`PUT`, bearer token, JSON body with `nb_chunks: 1`) to a gateway URL.
+pub fn finish_call(client: &reqwest::Client, url: String, token: &str) -> reqwest::RequestBuilder {
+    client
+        .put(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(r#"{"upload":{"nb_chunks":1}}"#)
+}

@@ -40,7 +40,7 @@ impl Gateway {
         let path = req.uri.path();
         let raw_query = req.uri.query();
         let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
-        ctx.route = route::classify(&self.config.api, req.method == Method::PUT, path);
+        ctx.route = route::classify(&self.config.api, req.method == Method::PUT, req.raw_path());
         // The query is read once, before authentication, so that even a 403 comes back in the
         // format asked for; an invalid query falls back to the lenient reading here and is
         // refused only after the token passed.

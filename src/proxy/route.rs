@@ -1,11 +1,15 @@
 //! Which kind of request this is: the finish-upload call, another API call under the prefix, a
-//! public path, or something outside the API. Pure: a path and a method in, a [`Route`] out.
+//! public path, or something outside the API. Pure: a request target and a method in, a
+//! [`Route`] out. [`normalise`] is the one function that says what a path *is*: the most
+//! aggressive reading any upstream framework might apply to it.
 //!
-//! It must never let a path reach the upstream that the upstream could read as the finish call
-//! while the gateway read it as something else: upstream frameworks decode `%XX`, strip `;`
-//! path parameters, ignore case or resolve dot segments. Such paths are refused instead of
-//! guessed at, and the prefix and the finish route are matched without regard to case.
-
+//! It must never let a path reach the upstream that the upstream could read as an API route
+//! while the gateway read it as something else: servlet containers strip `;` parameters, nginx
+//! and most routers resolve dot segments and merge slashes, IIS reads `\` and `%u002f`, many
+//! frameworks decode `%XX` once or twice and ignore case. A path that needs any of those
+//! readings, and that is or could become a path under the prefix, is refused (400) instead of
+//! guessed at, wherever the trick sits: before, inside or after the prefix. The prefix and the
+//! finish route are matched without regard to ASCII case.
 use crate::config::ApiSettings;
 
 /// The route a request takes through the gateway.
@@ -42,19 +46,36 @@ impl Route {
 
 const FINISH_PATH: &str = "/files/uploads/";
 
-/// Classifies a request by method and path (the path without the query).
-pub fn classify(api: &ApiSettings, is_put: bool, path: &str) -> Route {
-    // Encoding a character that needs none (`%76` for `v`) only serves to make two parsers
-    // disagree, anywhere in the path: `/%761/...` must not slip past the prefix.
-    if has_encoded_unreserved(path) {
-        return Route::Ambiguous;
+/// Classifies a request by method and request target (the bytes that go upstream; a query, if
+/// any, is ignored).
+pub fn classify(api: &ApiSettings, is_put: bool, target: &[u8]) -> Route {
+    let path = match target.iter().position(|&b| b == b'?') {
+        Some(end) => &target[..end],
+        None => target,
+    };
+    let prefix = api.path_prefix.as_bytes();
+    let reading = normalise(path);
+    if reading.tricky {
+        // Refused when either reading lands under the prefix: the raw one (an upstream that
+        // normalises less than us) or the normalised one (an upstream that normalises more).
+        let cut = read_path(path, true);
+        return if under_prefix(prefix, path)
+            || under_prefix(prefix, &reading.path)
+            || under_prefix(prefix, &cut.path)
+        {
+            Route::Ambiguous
+        } else {
+            Route::Other
+        };
     }
+    // Not tricky: the raw path is what every reader sees, and it is ASCII-clean enough to be
+    // read as text; a path that is not UTF-8 cannot be an API route.
+    let Ok(path) = std::str::from_utf8(path) else {
+        return Route::Other;
+    };
     let Some(rest) = strip_prefix(&api.path_prefix, path) else {
         return Route::Other;
     };
-    if is_ambiguous(rest) {
-        return Route::Ambiguous;
-    }
     if !is_put {
         return Route::Api;
     }
@@ -65,6 +86,213 @@ pub fn classify(api: &ApiSettings, is_put: bool, path: &str) -> Route {
         Some(_) => Route::FinishUploadBadId,
         None => Route::Api,
     }
+}
+
+/// A path as the most lenient upstream would read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathReading {
+    /// The normalised path: decoded, `\` read as `/`, `;` parameters dropped, slashes merged,
+    /// dot segments resolved, trailing dots and spaces of segments dropped, ASCII lower case.
+    pub path: Vec<u8>,
+    /// Whether reading it took any of those steps (other than lower-casing): two parsers could
+    /// then disagree about it.
+    pub tricky: bool,
+}
+
+/// How many rounds of percent-decoding are applied: double encoding (`%252e`) is a classic, and
+/// a third round only ever appears in attacks, which the second round already marks as tricky.
+const DECODE_ROUNDS: usize = 3;
+
+/// Reads `path` (the part of the target before `?`) as the most lenient upstream would.
+pub fn normalise(path: &[u8]) -> PathReading {
+    read_path(path, false)
+}
+
+/// [`normalise`], reading a `#`, `?` or NUL (raw or decoded) as the end of the path when `cut`.
+fn read_path(path: &[u8], cut: bool) -> PathReading {
+    let mut tricky = false;
+    let mut bytes = match path.first() {
+        Some(b'/') => path.to_vec(),
+        // `*` (OPTIONS) names no resource; anything else not starting with `/` is the
+        // absolute form, whose path an upstream reads after the authority.
+        Some(b'*') if path.len() == 1 => {
+            return PathReading {
+                path: path.to_vec(),
+                tricky,
+            }
+        }
+        _ => {
+            tricky = true;
+            absolute_form_path(path).to_vec()
+        }
+    };
+    if bytes.iter().any(|&b| b == b'#' || b == 0) {
+        tricky = true;
+    }
+    for _ in 0..DECODE_ROUNDS {
+        match decode_structural(&bytes) {
+            Some(decoded) => {
+                tricky = true;
+                bytes = decoded;
+            }
+            None => break,
+        }
+    }
+    // A fragment, a query or a NUL ends the path for some readers and is data for others:
+    // both readings count.
+    if let Some(end) = bytes.iter().position(|&b| b == b'#' || b == b'?' || b == 0) {
+        tricky = true;
+        if cut {
+            bytes.truncate(end);
+        }
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let raw_segments: Vec<&[u8]> = bytes.split(|&b| b == b'/' || b == b'\\').collect();
+    if bytes.contains(&b'\\') {
+        tricky = true;
+    }
+    let last = raw_segments.len().saturating_sub(1);
+    for (index, segment) in raw_segments.into_iter().enumerate() {
+        // The leading empty segment before the first `/`.
+        if index == 0 && segment.is_empty() {
+            continue;
+        }
+        let mut segment = segment;
+        if let Some(semi) = segment.iter().position(|&b| b == b';') {
+            segment = &segment[..semi];
+            tricky = true;
+        }
+        let trimmed = trim_trailing_dots_and_spaces(segment);
+        if trimmed.len() != segment.len() && segment != b"." && segment != b".." {
+            tricky = true;
+            segment = trimmed;
+        }
+        match segment {
+            b"" if index == last => segments.push(segment), // a trailing slash is kept
+            b"" => tricky = true,                           // `//`
+            b"." => tricky = true,
+            b".." => {
+                segments.pop();
+                tricky = true;
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    for segment in &segments {
+        out.push(b'/');
+        out.extend(segment.iter().map(u8::to_ascii_lowercase));
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    PathReading { path: out, tricky }
+}
+
+/// The path of an absolute-form target (`http://host/path`), or `/` when it has none.
+fn absolute_form_path(target: &[u8]) -> &[u8] {
+    let after_scheme = target
+        .windows(3)
+        .position(|w| w == b"://")
+        .map_or(target, |at| &target[at + 3..]);
+    match after_scheme.iter().position(|&b| b == b'/') {
+        Some(start) => &after_scheme[start..],
+        None => b"/",
+    }
+}
+
+fn trim_trailing_dots_and_spaces(segment: &[u8]) -> &[u8] {
+    let keep = segment
+        .iter()
+        .rposition(|&b| b != b'.' && b != b' ')
+        .map_or(0, |at| at + 1);
+    &segment[..keep]
+}
+
+/// One round of decoding of every escape that changes how a path is routed: `%XX` naming an
+/// unreserved character, a delimiter (`/ \ ; ? # %`) or a control character; IIS's `%uXXXX`;
+/// overlong UTF-8 for `/`, `.` and `\`. Other escapes (`%20`, valid UTF-8) stay as they are:
+/// decoding them changes no segment. `None` when nothing was decoded.
+fn decode_structural(path: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' {
+            if let Some((byte, len)) = escape_at(&path[i..]) {
+                out.push(byte);
+                i += len;
+                changed = true;
+                continue;
+            }
+        }
+        out.push(path[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// The structural byte an escape at the start of `s` stands for, and the escape's length.
+fn escape_at(s: &[u8]) -> Option<(u8, usize)> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let byte_at = |at: usize| -> Option<u8> {
+        (s.get(at) == Some(&b'%'))
+            .then(|| Some(hex(*s.get(at + 1)?)? << 4 | hex(*s.get(at + 2)?)?))
+            .flatten()
+    };
+    if matches!(s.get(1), Some(b'u' | b'U')) {
+        let code = s
+            .get(2..6)?
+            .iter()
+            .try_fold(0u32, |acc, &b| Some(acc << 4 | u32::from(hex(b)?)))?;
+        // Any code point an IIS-style reader could fold into a structural ASCII byte.
+        return u8::try_from(code).ok().map(|b| (b, 6)).or(Some((b'?', 6)));
+    }
+    let first = byte_at(0)?;
+    if is_structural(first) {
+        return Some((first, 3));
+    }
+    // Overlong UTF-8: `%c0%af` (`/`), `%c0%ae` (`.`), `%c1%9c` (`\`), `%e0%80%af`.
+    match first {
+        0xc0 | 0xc1 => {
+            let second = byte_at(3)?;
+            let byte = ((first & 0x1f) << 6) | (second & 0x3f);
+            (second & 0xc0 == 0x80).then_some((byte, 6))
+        }
+        0xe0 => {
+            let (second, third) = (byte_at(3)?, byte_at(6)?);
+            (second & 0xe0 == 0x80 && third & 0xc0 == 0x80)
+                .then_some(((second & 0x01) << 6 | (third & 0x3f), 9))
+        }
+        // Fullwidth forms (U+FF01..U+FF5E), which "best fit" readers fold into ASCII.
+        0xef => {
+            let (second, third) = (byte_at(3)?, byte_at(6)?);
+            let code = 0xf000u32 | u32::from(second & 0x3f) << 6 | u32::from(third & 0x3f);
+            let ascii = code
+                .checked_sub(0xfee0)
+                .and_then(|c| u8::try_from(c).ok())?;
+            ((0x21..=0x7e).contains(&ascii) && is_structural(ascii)).then_some((ascii, 9))
+        }
+        _ => None,
+    }
+}
+
+/// Bytes whose encoded form a path has no reason to use, because they are either unreserved
+/// (RFC 3986) or change the path's structure for some reader.
+fn is_structural(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b';' | b'?' | b'#' | b'%'
+        )
+        || b.is_ascii_control()
+}
+
+/// Whether `path` is the prefix or below it, ignoring ASCII case (`/v1`, `/v1/...`, not `/v10`).
+fn under_prefix(prefix: &[u8], path: &[u8]) -> bool {
+    path.len() >= prefix.len()
+        && path[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && matches!(path.get(prefix.len()), None | Some(b'/'))
 }
 
 /// The path after the prefix, when the path is under it (`/v1` and `/v1/...`, not `/v10`),
@@ -81,41 +309,6 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .flatten()
 }
 
-/// `%XX` naming an unreserved character (RFC 3986: letters, digits, `-`, `.`, `_`, `~`).
-fn has_encoded_unreserved(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| {
-        w[0] == b'%'
-            && std::str::from_utf8(&w[1..])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .is_some_and(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
-                })
-    })
-}
-
-fn is_ambiguous(rest: &str) -> bool {
-    // `;` starts a path parameter that servlet containers strip before routing.
-    if rest.contains("//") || rest.contains('\\') || rest.contains(';') {
-        return true;
-    }
-    if rest
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return true;
-    }
-    // Encoded slashes, backslashes and dots let two parsers disagree about segments.
-    let bytes = rest.as_bytes();
-    bytes.windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_uppercase()),
-                (b'2', b'F') | (b'2', b'E') | (b'5', b'C')
-            )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,9 +322,13 @@ mod tests {
 
     const ID: &str = "5475f75ce4b084a392305dcb";
 
+    fn route(is_put: bool, target: &str) -> Route {
+        classify(&api(), is_put, target.as_bytes())
+    }
+
     #[test]
     fn put_with_well_formed_id_is_the_finish_route() {
-        let route = classify(&api(), true, &format!("/v1/files/uploads/{ID}"));
+        let route = route(true, &format!("/v1/files/uploads/{ID}"));
         assert_eq!(route, Route::FinishUpload);
     }
 
@@ -143,28 +340,21 @@ mod tests {
             &format!("/v1/files/uploads/{ID}/"),
             &format!("/v1/files/uploads/{ID}/extra"),
         ] {
-            assert_eq!(
-                classify(&api(), true, path),
-                Route::FinishUploadBadId,
-                "{path}"
-            );
+            assert_eq!(route(true, path), Route::FinishUploadBadId, "{path}");
         }
     }
 
     #[test]
     fn other_methods_and_paths_under_the_prefix_are_api_routes() {
-        assert_eq!(
-            classify(&api(), false, &format!("/v1/files/uploads/{ID}")),
-            Route::Api
-        );
-        assert_eq!(classify(&api(), true, "/v1/files/other"), Route::Api);
-        assert_eq!(classify(&api(), false, "/v1"), Route::Api);
+        assert_eq!(route(false, &format!("/v1/files/uploads/{ID}")), Route::Api);
+        assert_eq!(route(true, "/v1/files/other"), Route::Api);
+        assert_eq!(route(false, "/v1"), Route::Api);
     }
 
     #[test]
     fn paths_outside_the_prefix_are_proxied_unchanged() {
-        assert_eq!(classify(&api(), true, "/v10/files/uploads/x"), Route::Other);
-        assert_eq!(classify(&api(), true, "/files/uploads/x"), Route::Other);
+        assert_eq!(route(true, "/v10/files/uploads/x"), Route::Other);
+        assert_eq!(route(true, "/files/uploads/x"), Route::Other);
     }
 
     #[test]
@@ -180,19 +370,106 @@ mod tests {
             "/v1/files/uploads;x=1/5475f75ce4b084a392305dcb",
             "/%761/files/uploads/5475f75ce4b084a392305dcb",
         ] {
-            assert_eq!(classify(&api(), true, path), Route::Ambiguous, "{path}");
+            assert_eq!(route(true, path), Route::Ambiguous, "{path}");
         }
     }
 
     #[test]
     fn prefix_and_finish_route_match_whatever_their_case() {
         assert_eq!(
-            classify(&api(), true, &format!("/V1/Files/Uploads/{ID}")),
+            route(true, &format!("/V1/Files/Uploads/{ID}")),
             Route::FinishUpload
         );
         assert_eq!(
-            classify(&api(), true, "/V1/FILES/UPLOADS/nothex"),
+            route(true, "/V1/FILES/UPLOADS/nothex"),
             Route::FinishUploadBadId
         );
+    }
+
+    #[test]
+    fn tricks_before_or_inside_the_prefix_are_ambiguous() {
+        for path in [
+            "/x/../v1/files/uploads/5475f75ce4b084a392305dcb",
+            "//v1/files/uploads/5475f75ce4b084a392305dcb",
+            "/v1;x/files/uploads/5475f75ce4b084a392305dcb",
+            "/v1%2Ffiles/uploads/5475f75ce4b084a392305dcb",
+            "/v1%2ffiles/uploads/5475f75ce4b084a392305dcb",
+            "/v1\\files/uploads/5475f75ce4b084a392305dcb",
+            "/./v1/files/uploads/5475f75ce4b084a392305dcb",
+            "/x/%2e%2e/v1/files/uploads/5475f75ce4b084a392305dcb",
+            "/x/%252e%252e/v1/files/uploads/5475f75ce4b084a392305dcb",
+            "/x/..;/v1/files/uploads/5475f75ce4b084a392305dcb",
+            "/v1./files/uploads/5475f75ce4b084a392305dcb",
+            "/v1%u002ffiles/uploads/5475f75ce4b084a392305dcb",
+            "/v1%c0%affiles/uploads/5475f75ce4b084a392305dcb",
+            "/v1%ef%bc%8ffiles/uploads/5475f75ce4b084a392305dcb",
+            "/v1%00/files/uploads/5475f75ce4b084a392305dcb",
+            "/x%23/../v1/files/uploads/5475f75ce4b084a392305dcb",
+            "http://host/v1/files/uploads/5475f75ce4b084a392305dcb",
+            "/V1/./FILES/uploads/5475f75ce4b084a392305dcb",
+            "/v1/files/uploads/5475f75ce4b084a392305dcb%3Fx",
+        ] {
+            assert_eq!(route(true, path), Route::Ambiguous, "{path}");
+        }
+    }
+
+    #[test]
+    fn tricks_that_stay_outside_the_prefix_are_proxied_unchanged() {
+        for path in [
+            "/static/a;jsessionid=1",
+            "/static/%7Euser",
+            "/static/../other",
+            "//other",
+            "/v10/../x",
+        ] {
+            assert_eq!(route(true, path), Route::Other, "{path}");
+        }
+    }
+
+    #[test]
+    fn escapes_that_change_no_segment_are_not_tricks() {
+        assert_eq!(route(false, "/v1/files/a%20b"), Route::Api);
+        assert_eq!(route(false, "/v1/files/caf%C3%A9"), Route::Api);
+        assert_eq!(route(false, "/static/a%20b"), Route::Other);
+        assert!(!normalise(b"/v1/files/uploads/x").tricky);
+    }
+
+    #[test]
+    fn the_query_is_not_part_of_the_path() {
+        assert_eq!(
+            route(true, &format!("/v1/files/uploads/{ID}?format=xml&x=/../")),
+            Route::FinishUpload
+        );
+    }
+
+    #[test]
+    fn normalise_resolves_what_lenient_readers_resolve() {
+        let read = |p: &str| String::from_utf8(normalise(p.as_bytes()).path).unwrap();
+        assert_eq!(read("/a/b/../c"), "/a/c");
+        assert_eq!(read("/../../a"), "/a");
+        assert_eq!(read("/A//B;x=1/./C/"), "/a/b/c/");
+        assert_eq!(read("/a%252fb"), "/a/b");
+        assert_eq!(read("/a\\b"), "/a/b");
+        assert_eq!(read("*"), "*");
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, a target either stays out of the API, or is routed only when
+        /// its most lenient reading is the same path.
+        #[test]
+        fn a_routed_path_reads_the_same_to_every_reader(target in "[/a-z0-9.;%\\\\vV1]{0,24}") {
+            let full = format!("/v1/files/uploads/{ID}{target}");
+            for candidate in [target.clone(), full] {
+                let route = route(true, &candidate);
+                if matches!(route, Route::Api | Route::FinishUpload | Route::FinishUploadBadId) {
+                    let reading = normalise(candidate.as_bytes());
+                    proptest::prop_assert!(!reading.tricky, "{candidate}");
+                }
+                if route == Route::Other {
+                    let reading = normalise(candidate.as_bytes());
+                    proptest::prop_assert!(!under_prefix(b"/v1", &reading.path), "{candidate}");
+                }
+            }
+        }
     }
 }

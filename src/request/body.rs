@@ -9,8 +9,10 @@
 //! - JSON: a top-level object whose only key is `"upload"` with an object value is the wrapped
 //!   form; a top level without `"upload"` is the bare form; a top level with `"upload"` and other
 //!   keys, or whose `"upload"` is not an object, is ambiguous and refused.
-//! - JSON: other fields are re-serialised compactly; integers beyond 64 bits become floats,
-//!   like everywhere `serde_json` reads them without `arbitrary_precision`.
+//! - JSON: other fields reach the upstream as the client wrote them, only the whitespace
+//!   between tokens removed: numbers keep their digits (a 30-digit integer, `1.0`, `1e5`),
+//!   strings their escapes. They are copied from the document's own text (`serde_json`'s
+//!   `RawValue`), after the strict parse below has validated every one of them.
 //! - XML: element names with a namespace prefix (`<a:b>`) are refused, `xmlns`/`xmlns:*`
 //!   attributes ignored, any other attribute refused; CDATA is text; comments are ignored
 //!   anywhere; the XML declaration may be preceded by whitespace only.
@@ -26,6 +28,7 @@ use quick_xml::events::{BytesDecl, BytesStart, Event};
 use quick_xml::Reader;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::map::Entry;
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use crate::render::ResponseFormat;
@@ -183,7 +186,12 @@ pub fn validate_finish_body(
         Kind::Json => {
             let fields = parse_json_upload(text)?;
             let nb_chunks = json_nb_chunks(fields.get("nb_chunks"), max_nb_chunks)?;
-            (fields, nb_chunks)
+            // Validated: now copy the members from the text itself, so no value is re-printed.
+            let members = raw_upload_members(text)?;
+            return Ok(FinishUpload {
+                nb_chunks,
+                canonical: canonical_json_from_text(nb_chunks, &members),
+            });
         }
         Kind::Xml => {
             let fields = parse_xml_upload(text)?;
@@ -270,6 +278,96 @@ fn canonical_json(nb_chunks: u64, fields: Map<String, Value>) -> Vec<u8> {
     // `Value`'s Display is compact JSON and cannot fail: its keys are strings and its numbers
     // finite.
     Value::Object(document).to_string().into_bytes()
+}
+
+/// The canonical document with the client's members copied from their text, compacted.
+fn canonical_json_from_text(nb_chunks: u64, members: &[(String, &RawValue)]) -> Vec<u8> {
+    let capacity = 32
+        + members
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(br#"{"upload":{"nb_chunks":"#);
+    out.extend_from_slice(itoa::Buffer::new().format(nb_chunks).as_bytes());
+    for (key, value) in members {
+        if key == "nb_chunks" {
+            continue;
+        }
+        out.push(b',');
+        // A key is printed from its decoded form, so `"nb\u005fchunks"` was the `nb_chunks`
+        // skipped above, never a second one the upstream would also read.
+        write_json_string(&mut out, key);
+        out.push(b':');
+        compact_json_into(&mut out, value.get());
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a `str` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Copies valid JSON text without the whitespace between its tokens.
+fn compact_json_into(out: &mut Vec<u8>, json: &str) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+}
+
+/// The `upload` object's members in document order, as text: the wrapped form's inner object,
+/// or the bare form's top level. Only called on a document [`parse_json_upload`] accepted.
+fn raw_upload_members(text: &str) -> Result<Vec<(String, &RawValue)>, BodyError> {
+    let invalid = |_| BodyError::Shape;
+    let RawMembers(top) = serde_json::from_str(text).map_err(invalid)?;
+    match top.as_slice() {
+        [(key, upload)] if key == "upload" => {
+            let RawMembers(inner) = serde_json::from_str(upload.get()).map_err(invalid)?;
+            Ok(inner)
+        }
+        _ => Ok(top),
+    }
+}
+
+/// An object's members with their values left as text.
+struct RawMembers<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = RawMembers<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    members.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1295,6 +1393,37 @@ mod tests {
                     .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn other_json_fields_reach_the_upstream_with_their_exact_text() {
+        let body = r#"{"upload": {"nb_chunks": 2, "big": 12345678901234567890123, "huge": -123456789012345678901234567890,
+            "one": 1.0, "exp": 1e5, "neg_zero": -0, "s": "caf\u00e9 \"q\" ", "nested": {"a": [1 , 2.50, {"b" : null}]}}}"#;
+        let upload = json(body).unwrap();
+        assert_eq!(
+            String::from_utf8(upload.canonical).unwrap(),
+            r#"{"upload":{"nb_chunks":2,"big":12345678901234567890123,"huge":-123456789012345678901234567890,"one":1.0,"exp":1e5,"neg_zero":-0,"s":"caf\u00e9 \"q\" ","nested":{"a":[1,2.50,{"b":null}]}}}"#
+        );
+    }
+
+    #[test]
+    fn bare_json_fields_keep_their_text_too() {
+        let upload = json(r#"{"x": 100000000000000000000001, "nb_chunks": 3}"#).unwrap();
+        assert_eq!(
+            upload.canonical,
+            br#"{"upload":{"nb_chunks":3,"x":100000000000000000000001}}"#
+        );
+    }
+
+    #[test]
+    fn an_escaped_spelling_of_nb_chunks_is_the_same_key() {
+        // The decoded key is what the upstream reads: it counts as nb_chunks (a duplicate here).
+        assert_eq!(
+            json(r#"{"nb_chunks": 1, "nb\u005fchunks": 9}"#),
+            Err(BodyError::Duplicate)
+        );
+        let upload = json(r#"{"nb\u005fchunks": 4}"#).unwrap();
+        assert_eq!(upload.canonical, br#"{"upload":{"nb_chunks":4}}"#);
     }
 
     proptest! {

@@ -20,6 +20,12 @@ use serde::Deserialize;
 /// body beyond it could not be replayed on a retried connection.
 pub const MAX_BODY_BYTES_LIMIT: usize = 65536;
 
+/// The largest request head `server.max_header_bytes` may allow: Pingora's own limit.
+pub const MAX_HEADER_BYTES_LIMIT: usize = 1_048_575;
+
+/// The smallest: a request line and a bearer token must fit.
+pub const MIN_HEADER_BYTES: usize = 1024;
+
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -76,6 +82,9 @@ struct FileServer {
     tls_listen: Vec<String>,
     tls_cert: String,
     tls_key: String,
+    max_header_bytes: i64,
+    header_timeout_ms: i64,
+    keepalive_timeout_s: i64,
 }
 
 impl Default for FileServer {
@@ -88,6 +97,9 @@ impl Default for FileServer {
             tls_listen: Vec::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            max_header_bytes: 32768,
+            header_timeout_ms: 10000,
+            keepalive_timeout_s: 60,
         }
     }
 }
@@ -101,6 +113,7 @@ struct FileUpstream {
     ca_file: String,
     connect_timeout_ms: i64,
     read_timeout_ms: i64,
+    response_timeout_ms: i64,
     health_check_interval_ms: i64,
     keepalive_pool_size: i64,
 }
@@ -114,6 +127,7 @@ impl Default for FileUpstream {
             ca_file: String::new(),
             connect_timeout_ms: 1000,
             read_timeout_ms: 30000,
+            response_timeout_ms: 30000,
             health_check_interval_ms: 1000,
             keepalive_pool_size: 128,
         }
@@ -232,6 +246,12 @@ pub struct ServerSettings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_listen`.
     pub tls_key: Option<PathBuf>,
+    /// Largest request head (request line and headers); more is answered 431.
+    pub max_header_bytes: usize,
+    /// The whole request head must arrive within this, else the connection is closed.
+    pub header_timeout: Duration,
+    /// An idle client connection is closed after this; zero turns keep-alive off.
+    pub keepalive_timeout: Duration,
 }
 
 /// `[upstream]`: where requests go.
@@ -251,6 +271,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Longest wait for each read from the upstream.
     pub read_timeout: Duration,
+    /// The whole upstream answer (head and body) must arrive within this.
+    pub response_timeout: Duration,
     /// How often each upstream is health checked.
     pub health_check_interval: Duration,
     /// Idle upstream connections kept for reuse.
@@ -362,7 +384,8 @@ impl Config {
             &mut out,
             format_args!(
                 "[server]\nlisten = {}\nthreads = {}\nmax_body_bytes = {}\nshutdown_grace_s = {}\n\
-                 tls_listen = {}\ntls_cert = {}\ntls_key = {}\n\n",
+                 tls_listen = {}\ntls_cert = {}\ntls_key = {}\nmax_header_bytes = {}\n\
+                 header_timeout_ms = {}\nkeepalive_timeout_s = {}\n\n",
                 toml_list(s.listen.iter()),
                 s.threads,
                 s.max_body_bytes,
@@ -370,19 +393,24 @@ impl Config {
                 toml_list(s.tls_listen.iter()),
                 toml_str(&path_or_empty(&s.tls_cert)),
                 toml_str(&path_or_empty(&s.tls_key)),
+                s.max_header_bytes,
+                s.header_timeout.as_millis(),
+                s.keepalive_timeout.as_secs(),
             ),
         );
         let _ = fmt::Write::write_fmt(
             &mut out,
             format_args!(
                 "[upstream]\nservers = {}\ntls = {}\nsni = {}\nca_file = {}\nconnect_timeout_ms = {}\n\
-                 read_timeout_ms = {}\nhealth_check_interval_ms = {}\nkeepalive_pool_size = {}\n\n",
+                 read_timeout_ms = {}\nresponse_timeout_ms = {}\nhealth_check_interval_ms = {}\n\
+                 keepalive_pool_size = {}\n\n",
                 toml_list(u.server_names.iter()),
                 u.tls,
                 toml_str(&u.sni),
                 toml_str(&path_or_empty(&u.ca_file)),
                 u.connect_timeout.as_millis(),
                 u.read_timeout.as_millis(),
+                u.response_timeout.as_millis(),
                 u.health_check_interval.as_millis(),
                 u.keepalive_pool_size,
             ),
@@ -586,6 +614,24 @@ impl FileServer {
             tls_listen,
             tls_cert,
             tls_key,
+            max_header_bytes: int_in(
+                "server.max_header_bytes",
+                self.max_header_bytes,
+                MIN_HEADER_BYTES as i64,
+                MAX_HEADER_BYTES_LIMIT as i64,
+            )? as usize,
+            header_timeout: Duration::from_millis(int_in(
+                "server.header_timeout_ms",
+                self.header_timeout_ms,
+                100,
+                600_000,
+            )?),
+            keepalive_timeout: Duration::from_secs(int_in(
+                "server.keepalive_timeout_s",
+                self.keepalive_timeout_s,
+                0,
+                3600,
+            )?),
         })
     }
 }
@@ -632,6 +678,12 @@ impl FileUpstream {
             read_timeout: Duration::from_millis(int_in(
                 "upstream.read_timeout_ms",
                 self.read_timeout_ms,
+                1,
+                3_600_000,
+            )?),
+            response_timeout: Duration::from_millis(int_in(
+                "upstream.response_timeout_ms",
+                self.response_timeout_ms,
                 1,
                 3_600_000,
             )?),
@@ -936,6 +988,49 @@ mod tests {
                 "{MINIMAL}[auth.claims_to_headers]\nsub = \"{header}\"\n"
             ));
             assert!(e.starts_with("auth.claims_to_headers:"), "{header}: {e}");
+        }
+    }
+
+    #[test]
+    fn edge_limits_have_their_documented_defaults() {
+        let c = with("").unwrap();
+        assert_eq!(c.server.max_header_bytes, 32768);
+        assert_eq!(c.server.header_timeout, Duration::from_millis(10000));
+        assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(c.upstream.response_timeout, Duration::from_millis(30000));
+    }
+
+    #[test]
+    fn edge_limits_out_of_range_are_refused_naming_the_key() {
+        for (section, line, key) in [
+            (
+                "server",
+                "max_header_bytes = 100",
+                "server.max_header_bytes:",
+            ),
+            (
+                "server",
+                "max_header_bytes = 2000000",
+                "server.max_header_bytes:",
+            ),
+            (
+                "server",
+                "header_timeout_ms = 0",
+                "server.header_timeout_ms:",
+            ),
+            (
+                "server",
+                "keepalive_timeout_s = -1",
+                "server.keepalive_timeout_s:",
+            ),
+            (
+                "upstream",
+                "response_timeout_ms = 0",
+                "upstream.response_timeout_ms:",
+            ),
+        ] {
+            let e = error_of(&format!("{MINIMAL}[{section}]\n{line}\n"));
+            assert!(e.starts_with(key), "{line}: {e}");
         }
     }
 

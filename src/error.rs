@@ -127,6 +127,19 @@ pub enum GatewayError {
     /// The client's request could not be read (malformed HTTP, body cut short).
     #[error("client request unreadable")]
     BadRequest,
+    /// The request head is not HTTP the gateway's parser accepts.
+    #[error("malformed request")]
+    MalformedRequest,
+    /// The request head is larger than `server.max_header_bytes`.
+    #[error("request head over {limit} bytes")]
+    HeaderTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request head did not arrive within `server.header_timeout_ms` (the connection is
+    /// closed without an answer; the status is the log's and the metrics').
+    #[error("request head not received in time")]
+    HeaderTimeout,
     /// A fault inside the gateway.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -139,7 +152,10 @@ impl GatewayError {
             GatewayError::Query(_)
             | GatewayError::Body(_)
             | GatewayError::AmbiguousPath
-            | GatewayError::BadRequest => 400,
+            | GatewayError::BadRequest
+            | GatewayError::MalformedRequest => 400,
+            GatewayError::HeaderTimeout => 408,
+            GatewayError::HeaderTooLarge { .. } => 431,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::MalformedUploadId => 404,
             GatewayError::Auth(_) => 403,
@@ -153,7 +169,7 @@ impl GatewayError {
     /// The catalogue row the client sees.
     pub fn api_error(&self) -> ApiError {
         match self.status() {
-            400 | 413 => ApiError::InvalidInput,
+            400 | 413 | 431 => ApiError::InvalidInput,
             403 => ApiError::InvalidAccessToken,
             404 => ApiError::FileNotFound,
             _ => ApiError::Internal,
@@ -174,6 +190,9 @@ impl GatewayError {
             GatewayError::UpstreamInvalid => "upstream_invalid",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::BadRequest => "bad_request",
+            GatewayError::MalformedRequest => "malformed_request",
+            GatewayError::HeaderTooLarge { .. } => "header_too_large",
+            GatewayError::HeaderTimeout => "header_timeout",
             GatewayError::Internal(reason) => reason,
         }
     }
@@ -193,6 +212,8 @@ mod tests {
             (GatewayError::UpstreamInvalid, 502, "0x0000001"),
             (GatewayError::UpstreamTimeout, 504, "0x0000001"),
             (GatewayError::BadRequest, 400, "0x0230001"),
+            (GatewayError::MalformedRequest, 400, "0x0230001"),
+            (GatewayError::HeaderTooLarge { limit: 1 }, 431, "0x0230001"),
             (GatewayError::Internal("x"), 500, "0x0000001"),
         ];
         for (error, status, code) in cases {

@@ -20,6 +20,7 @@ use crate::admin::AdminService;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::edge::{EdgeApp, EdgeLimits};
 use crate::proxy::{Gateway, InFlightCounter};
 
 /// Failure to assemble the server (before it serves anything).
@@ -158,12 +159,23 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
+    let metrics_for_edge = metrics.clone();
     let gateway = Gateway::new(config.clone(), upstreams, auth, metrics, connector);
     exit_when_drained(&server, gateway.in_flight());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "upload-gateway",
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    // HTTP/2 (TLS with ALPN) bounds its header block itself; HTTP/1 heads are bounded by the
+    // edge layer.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(config.server.max_header_bytes).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
+    let limits = EdgeLimits {
+        max_header_bytes: config.server.max_header_bytes,
+        header_timeout: config.server.header_timeout,
+        keepalive_timeout: config.server.keepalive_timeout,
+    };
+    let mut proxy = pingora::services::listening::Service::new(
+        "upload-gateway".into(),
+        EdgeApp::new(proxy, limits, metrics_for_edge),
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());

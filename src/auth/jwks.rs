@@ -3,7 +3,7 @@
 //! refreshed early (single flight, at most once per cooldown) when a token names an unknown kid.
 //!
 //! It fails closed: with no key set ever loaded every protected request gets 503, a failed fetch
-//! keeps the last good set, and a key that leaves the set takes its cached tokens with it.
+//! (a document without one usable key included) keeps the last good set, and a key that leaves the set takes its cached tokens with it.
 //! It never contacts any URL but the configured one (a token's `jku`/`x5u` are never followed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +48,12 @@ pub enum FetchError {
     /// The document is not a JWKS.
     #[error("not a JWKS: {0}")]
     Invalid(String),
+    /// The document holds no key the gateway can use: publishing it would refuse every token.
+    #[error("no usable key ({skipped} skipped)")]
+    NoUsableKey {
+        /// Keys refused one by one (each logged with its reason).
+        skipped: usize,
+    },
 }
 
 /// Authentication for the request path: the live key set plus the token verifier.
@@ -229,6 +235,13 @@ impl Authenticator {
             KeySet::from_jwks_json(&bytes).map_err(|e| FetchError::Invalid(e.to_string()))?;
         for skip in &skipped {
             tracing::warn!(key = %skip, "jwks key skipped");
+        }
+        if keys.is_empty() {
+            // Counted as a failed fetch: the last good set keeps serving, and a gateway that
+            // never had one stays not ready.
+            return Err(FetchError::NoUsableKey {
+                skipped: skipped.len(),
+            });
         }
         Ok((keys, max_age))
     }

@@ -57,6 +57,14 @@ pub struct RequestCtx {
     pub response_plan: ResponsePlan,
     /// The upstream body being buffered for rendering.
     pub response_buffer: Vec<u8>,
+    /// When the whole upstream answer must have arrived (`upstream.response_timeout_ms`,
+    /// counted from the upstream write).
+    pub upstream_deadline: Option<Instant>,
+    /// Ends the proxy loop's upstream connection at the deadline (see `upstream`).
+    pub watchdog: Option<super::upstream::Watchdog>,
+    /// The answer had begun when the exchange failed: the client connection was aborted, and
+    /// `error` holds the real outcome.
+    pub aborted: bool,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlight,
 }
@@ -109,6 +117,9 @@ impl RequestCtx {
             error: None,
             response_plan: ResponsePlan::PassThrough,
             response_buffer: Vec::new(),
+            upstream_deadline: None,
+            watchdog: None,
+            aborted: false,
             _in_flight: in_flight.enter(),
         }
     }

@@ -10,6 +10,9 @@
 //! a retry on a fresh connection when a pooled one turns out closed, 502/504 envelopes, and the
 //! upstream's body relayed untouched whenever it is not rendered.
 
+use std::future::Future;
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::header::{
     HeaderName, CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VARY,
@@ -22,7 +25,10 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::ctx::RequestCtx;
-use super::response::{is_renderable, mark_rendered, rendered, RENDER_LIMIT};
+use super::response::{
+    is_bodiless, is_renderable, mark_rendered, rendered, strip_bodiless_framing, RENDER_LIMIT,
+};
+use super::upstream::remaining;
 use super::{Gateway, MAX_ATTEMPTS};
 use crate::error::GatewayError;
 
@@ -66,11 +72,13 @@ impl Gateway {
         };
         let mut resp = Box::new(header.clone());
         strip_response_hop_by_hop(&mut resp);
+        strip_bodiless_framing(&mut resp);
         resp.insert_header("x-request-id", ctx.request_id.clone())?;
         resp.append_header(VARY, "Accept")?;
 
+        let deadline = ctx.upstream_deadline;
         if is_renderable(&resp, false) {
-            let raw = match read_bounded(&mut upstream).await {
+            let raw = match read_bounded(&mut upstream, deadline).await {
                 Ok(raw) => raw,
                 Err(error) => return self.respond_error(session, ctx, error).await,
             };
@@ -86,14 +94,12 @@ impl Gateway {
         }
 
         // Not ours to render: relay as it comes, framed as the upstream framed it.
-        let bodiless = upstream.response_done();
+        let bodiless = upstream.response_done() || is_bodiless(resp.status.as_u16());
         session.write_response_header(resp, bodiless).await?;
         if !bodiless {
             loop {
-                let chunk = upstream.read_response_body().await.map_err(|mut e| {
-                    e.as_up();
-                    e
-                })?;
+                // From here on a failure can only abort the answer (see `fail_to_proxy`).
+                let chunk = read_body_chunk(&mut upstream, deadline).await?;
                 let end = chunk.is_none() || upstream.response_done();
                 session.write_response_body(chunk, end).await?;
                 if end {
@@ -101,7 +107,9 @@ impl Gateway {
                 }
             }
         }
-        self.release(upstream, &peer).await;
+        if upstream.response_done() {
+            self.release(upstream, &peer).await;
+        }
         Ok(())
     }
 
@@ -134,7 +142,9 @@ impl Gateway {
             let request = self
                 .upstream_request(session, ctx)
                 .map_err(|_| GatewayError::Internal("upstream_request"))?;
-            match exchange(&mut upstream, request, body.clone()).await {
+            let deadline = std::time::Instant::now() + self.config.upstream.response_timeout;
+            ctx.upstream_deadline = Some(deadline);
+            match exchange(&mut upstream, request, body.clone(), deadline).await {
                 Ok(()) => {
                     ctx.upstream_latency = Some(ctx.started.elapsed());
                     return Ok((upstream, peer));
@@ -181,11 +191,12 @@ impl Gateway {
     }
 }
 
-/// Sends header and body and waits for the final response header.
+/// Sends header and body and waits for the final response header, all before `deadline`.
 async fn exchange(
     upstream: &mut HttpSession,
     request: Box<RequestHeader>,
     body: Bytes,
+    deadline: Instant,
 ) -> Result<()> {
     // Pingora flushes the header on its own; corked, header and body leave in one segment
     // instead of two (each loopback segment costs the sender several microseconds).
@@ -194,7 +205,7 @@ async fn exchange(
     cork(upstream, false);
     sent?;
     for _ in 0..MAX_INFORMATIONAL {
-        upstream.read_response_header().await?;
+        before(deadline, upstream.read_response_header()).await?;
         let informational = upstream
             .response_header()
             .is_some_and(|r| r.status.is_informational());
@@ -239,15 +250,46 @@ fn cork(upstream: &HttpSession, on: bool) {
 #[cfg(not(target_os = "linux"))]
 fn cork(_upstream: &HttpSession, _on: bool) {}
 
+/// Runs an upstream read, failing it as an upstream read timeout once `deadline` has passed.
+async fn before<T>(deadline: Instant, read: impl Future<Output = Result<T>>) -> Result<T> {
+    match pingora::time::fast_timeout::fast_timeout(remaining(deadline), read).await {
+        Ok(result) => result,
+        Err(_) => {
+            let mut e = Error::explain(ErrorType::ReadTimedout, "upstream.response_timeout_ms");
+            e.as_up();
+            Err(e)
+        }
+    }
+}
+
+/// The next chunk of the upstream body (an upstream failure if it cannot be read in time).
+async fn read_body_chunk(
+    upstream: &mut HttpSession,
+    deadline: Option<Instant>,
+) -> Result<Option<Bytes>> {
+    let read = async {
+        upstream.read_response_body().await.map_err(|mut e| {
+            e.as_up();
+            e
+        })
+    };
+    match deadline {
+        Some(deadline) => before(deadline, read).await,
+        None => read.await,
+    }
+}
+
 /// Reads the whole upstream body, refusing one over [`RENDER_LIMIT`] before buffering it.
-async fn read_bounded(upstream: &mut HttpSession) -> Result<Bytes, GatewayError> {
+async fn read_bounded(
+    upstream: &mut HttpSession,
+    deadline: Option<Instant>,
+) -> Result<Bytes, GatewayError> {
     // The usual answer arrives in one read: that chunk is kept as it is, and copied only when
     // more follow.
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
     let mut total = 0usize;
-    while let Some(chunk) = upstream
-        .read_response_body()
+    while let Some(chunk) = read_body_chunk(upstream, deadline)
         .await
         .map_err(|e| upstream_failure(&e))?
     {

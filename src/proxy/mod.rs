@@ -9,11 +9,13 @@
 //! earlier one decided, and nothing reaches the upstream before every check has passed.
 
 pub mod ctx;
+pub mod edge;
 mod exchange;
 mod request;
 mod respond;
 mod response;
 pub mod route;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        edge::request_accepted();
         RequestCtx::new(&self.in_flight)
     }
 
@@ -118,6 +121,32 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.config.upstream.response_timeout;
+        ctx.upstream_deadline = Some(deadline);
+        #[cfg(unix)]
+        {
+            let socket = digest.and_then(|d| d.socket_digest.as_ref());
+            let local = socket
+                .and_then(|s| s.local_addr())
+                .and_then(|a| a.as_inet());
+            let peer = socket.and_then(|s| s.peer_addr()).and_then(|a| a.as_inet());
+            if let (Some(local), Some(peer)) = (local, peer) {
+                ctx.watchdog = Some(upstream::Watchdog::start(fd, *local, *peer, deadline));
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -133,7 +162,25 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.head || response::is_bodiless(upstream_response.status.as_u16()) {
+            // The exchange is complete with the head: the connection may go back to the pool.
+            ctx.watchdog = None;
+        }
         self.prepare_response(upstream_response, ctx)
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            // Before Pingora returns the connection to its pool.
+            ctx.watchdog = None;
+        }
+        Ok(None)
     }
 
     fn response_body_filter(
@@ -153,7 +200,27 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let error_code = match classify_failure(e) {
+        let mut failure = classify_failure(e);
+        if failure.is_some() && ctx.watchdog.as_ref().is_some_and(upstream::Watchdog::fired) {
+            // The watchdog ended the connection: the read failed because time was up.
+            failure = Some(GatewayError::UpstreamTimeout);
+        }
+        ctx.watchdog = None;
+        if session.response_written().is_some() {
+            // The answer has begun: anything written now would complete it with another
+            // status or splice an envelope into it. The connection is dropped unfinished, and
+            // the log line and metrics carry the real outcome.
+            ctx.aborted = true;
+            let error_code = failure.as_ref().map_or(0, GatewayError::status);
+            if failure.is_some() {
+                ctx.error = failure;
+            }
+            return FailToProxy {
+                error_code,
+                can_reuse_downstream: false,
+            };
+        }
+        let error_code = match failure {
             // The client went away: nothing can be written.
             None => 0,
             Some(error) => {
@@ -168,6 +235,22 @@ impl ProxyHttp for Gateway {
             error_code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Pingora's line would carry the request line with its query and raw upstream bytes;
+        // the access line already records the failure (`proxy_error`, `reason`, `status`).
+        true
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        // What Pingora prints beside its own warnings: never the path, query or headers.
+        format!(
+            "{} {} request_id={}",
+            session.req_header().method,
+            ctx.route.template(),
+            ctx.request_id.to_str().unwrap_or("")
+        )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

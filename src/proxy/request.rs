@@ -277,7 +277,7 @@ fn request_id(client: Option<&HeaderValue>) -> HeaderValue {
     generate_request_id()
 }
 
-fn generate_request_id() -> HeaderValue {
+pub(super) fn generate_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = fastrand::u128(..);
     let mut out = [0u8; 32];

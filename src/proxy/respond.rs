@@ -4,7 +4,11 @@
 //! the connection is closed when an unread request body would otherwise poison it. The log line
 //! never carries a token, a body or a query string.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, VARY, WWW_AUTHENTICATE};
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, Result};
@@ -62,7 +66,11 @@ impl Gateway {
 
     /// One structured line per request, and the request metrics.
     pub(super) fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = match (&ctx.error, ctx.aborted) {
+            // What was begun never completed: the outcome is the failure, not the head sent.
+            (Some(error), true) => error.status(),
+            _ => session.response_written().map_or(0, |r| r.status.as_u16()),
+        };
         let route = ctx.route.template();
         self.metrics
             .observe_request(route, status, ctx.upstream_latency);
@@ -73,23 +81,60 @@ impl Gateway {
             }
             _ => {}
         }
+        AccessLine {
+            request_id: &ctx.request_id,
+            method: session.req_header().method.as_str(),
+            route,
+            status,
+            upstream: ctx.upstream,
+            latency: ctx.started.elapsed(),
+            upstream_latency: ctx.upstream_latency,
+            auth: ctx.auth_outcome,
+            reason: ctx.error.as_ref().map(GatewayError::reason),
+            proxy_error: e.map(|e| e.etype().as_str()),
+            aborted: ctx.aborted,
+        }
+        .write();
+    }
+}
+
+/// The one access-log line of a request: what was asked (method, route template), what came
+/// of it and why. Never a query, a header value, a token or a body byte.
+pub(super) struct AccessLine<'a> {
+    pub request_id: &'a HeaderValue,
+    pub method: &'a str,
+    pub route: &'static str,
+    pub status: u16,
+    pub upstream: Option<SocketAddr>,
+    pub latency: Duration,
+    pub upstream_latency: Option<Duration>,
+    pub auth: &'static str,
+    pub reason: Option<&'static str>,
+    pub proxy_error: Option<&'static str>,
+    /// The answer had begun when the exchange failed: the client connection was aborted.
+    pub aborted: bool,
+}
+
+impl AccessLine<'_> {
+    pub fn write(&self) {
         // The fields cost allocations: build them only when the line is written.
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
-        let upstream = ctx.upstream.map(|a| a.to_string());
+        let upstream = self.upstream.map(|a| a.to_string());
         tracing::info!(
             target: "access",
-            request_id = ctx.request_id.to_str().unwrap_or(""),
-            method = session.req_header().method.as_str(),
-            route,
-            status,
+            request_id = self.request_id.to_str().unwrap_or(""),
+            method = self.method,
+            route = self.route,
+            status = self.status,
             upstream = upstream.as_deref(),
-            latency_us = ctx.started.elapsed().as_micros() as u64,
-            upstream_latency_us = ctx.upstream_latency.map(|d| d.as_micros() as u64),
-            auth = ctx.auth_outcome,
-            reason = ctx.error.as_ref().map(GatewayError::reason),
-            proxy_error = e.map(|e| e.etype().as_str()),
+            latency_us = self.latency.as_micros() as u64,
+            upstream_latency_us = self.upstream_latency.map(|d| d.as_micros() as u64),
+            auth = self.auth,
+            reason = self.reason,
+            proxy_error = self.proxy_error,
+            aborted = self.aborted.then_some(true),
         );
     }
 }

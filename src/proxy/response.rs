@@ -25,6 +25,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_latency = Some(ctx.started.elapsed());
+        strip_bodiless_framing(resp);
         resp.insert_header("x-request-id", ctx.request_id.clone())?;
         if !ctx.route.is_api() {
             return Ok(());
@@ -61,6 +62,19 @@ pub(super) fn rendered(raw: Bytes, render: RenderOptions) -> Bytes {
     match render_upstream_body(&raw, render) {
         Some(body) => Bytes::from(body),
         None => raw,
+    }
+}
+
+/// Answers that never have a body (RFC 9110 §6.4.1): relayed without one and without framing.
+pub(super) fn is_bodiless(status: u16) -> bool {
+    matches!(status, 204 | 304) || (100..200).contains(&status)
+}
+
+/// Drops the framing headers of an answer that has no body.
+pub(super) fn strip_bodiless_framing(resp: &mut ResponseHeader) {
+    if is_bodiless(resp.status.as_u16()) {
+        resp.remove_header(&CONTENT_LENGTH);
+        resp.remove_header(&TRANSFER_ENCODING);
     }
 }
 

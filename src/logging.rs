@@ -15,8 +15,16 @@ use crate::config::LogFormat;
 
 /// Whether a record may be written at all, before `RUST_LOG` is consulted.
 fn is_safe(meta: &Metadata<'_>) -> bool {
-    !(meta.target().starts_with("pingora") && *meta.level() > Level::INFO)
+    let target = meta.target();
+    if target.starts_with(PINGORA_HEADER_VALUES) {
+        // Its warnings quote the offending `Content-Length` value as received.
+        return *meta.level() <= Level::ERROR;
+    }
+    !(target.starts_with("pingora") && *meta.level() > Level::INFO)
 }
+
+/// The Pingora module whose warnings print raw header values.
+const PINGORA_HEADER_VALUES: &str = "pingora_core::protocols::http::v1::common";
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(format: LogFormat) {

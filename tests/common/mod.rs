@@ -136,8 +136,11 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_upload-gateway")
+/// The binary under test: this build's, or `UPLOAD_GATEWAY_BIN` (to run the suite against
+/// another build, e.g. the release binary or an older commit's).
+pub fn binary() -> String {
+    std::env::var("UPLOAD_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_upload-gateway").to_owned())
 }
 
 impl Gateway {

@@ -732,3 +732,40 @@ async fn malformed_requests_get_the_envelope_and_are_counted_and_logged() {
     assert_eq!(lines.len(), 5, "{lines:?}");
     assert!(lines.iter().all(|l| l["route"] == "malformed"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_body_that_claims_json_but_is_not_is_a_failure_never_relabelled() {
+    let upstream = RawUpstream::start(vec![Step::Send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"a\":tru",
+    )])
+    .await;
+    let (gateway, token) = gateway_over(upstream.addr, &[]).await;
+    // The finish call buffers before answering: a 502 envelope, nothing of the upstream's.
+    let url = gateway.url(&format!("{}?format=xml", finish_path()));
+    let resp = finish_call(&client(), url, &token).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("<error_code>0x0000001</error_code>"));
+    // Other API routes: never a complete answer labelled XML carrying the broken JSON.
+    let resp = client()
+        .get(gateway.url("/v1/files/x?format=xml"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(body) => {
+            assert_eq!(status, 502);
+            assert!(String::from_utf8_lossy(&body).contains("0x0000001"));
+        }
+        Err(_) => assert_eq!(status, 200),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = access_lines(&gateway.logs());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["status"] == 502), "{lines:?}");
+}

@@ -83,7 +83,11 @@ impl Gateway {
                 Err(error) => return self.respond_error(session, ctx, error).await,
             };
             self.release(upstream, &peer).await;
-            let body = rendered(raw, ctx.render);
+            let Some(body) = rendered(raw, ctx.render) else {
+                return self
+                    .respond_error(session, ctx, GatewayError::UpstreamInvalid)
+                    .await;
+            };
             resp.remove_header(&TRANSFER_ENCODING);
             mark_rendered(&mut resp, ctx.render)?;
             resp.insert_header(CONTENT_LENGTH, body.len())?;

@@ -297,6 +297,10 @@ fn classify_failure(e: &Error) -> Option<GatewayError> {
         // A slow client is not an upstream timeout.
         ReadTimedout | WriteTimedout if upstream => Some(GatewayError::UpstreamTimeout),
         HTTPStatus(code) if *code == 504 => Some(GatewayError::UpstreamTimeout),
+        // An upstream answer that is not HTTP, or a body that is not what it claims.
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 if upstream => {
+            Some(GatewayError::UpstreamInvalid)
+        }
         _ => match e.esource() {
             ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
             ErrorSource::Downstream => match e.etype() {

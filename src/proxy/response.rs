@@ -56,13 +56,14 @@ pub(super) fn mark_rendered(resp: &mut ResponseHeader, render: RenderOptions) ->
     Ok(())
 }
 
-/// The upstream's JSON body as the client asked for it. A body that claims JSON but is not is
-/// relayed as it came: never invent content.
-pub(super) fn rendered(raw: Bytes, render: RenderOptions) -> Bytes {
-    match render_upstream_body(&raw, render) {
-        Some(body) => Bytes::from(body),
-        None => raw,
+/// The upstream's JSON body as the client asked for it; an empty body stays empty. `None` for
+/// a body that claims JSON but is not: a broken upstream answer (502), never relayed under a
+/// label that would then be false, and never replaced by invented content.
+pub(super) fn rendered(raw: Bytes, render: RenderOptions) -> Option<Bytes> {
+    if raw.is_empty() {
+        return Some(raw);
     }
+    render_upstream_body(&raw, render).map(Bytes::from)
 }
 
 /// Answers that never have a body (RFC 9110 §6.4.1): relayed without one and without framing.
@@ -130,7 +131,12 @@ pub(super) fn render_body(
     }
     if end_of_stream {
         let raw = std::mem::take(&mut ctx.response_buffer);
-        *body = Some(rendered(Bytes::from(raw), ctx.render));
+        let Some(out) = rendered(Bytes::from(raw), ctx.render) else {
+            let mut e = Error::explain(ErrorType::InvalidHTTPHeader, "upstream JSON invalid");
+            e.as_up();
+            return Err(e);
+        };
+        *body = Some(out);
     }
     Ok(())
 }

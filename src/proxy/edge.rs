@@ -344,13 +344,19 @@ impl HeadGuard {
     fn refuse(&mut self, error: GatewayError, linger: bool) {
         let request_id = super::request::generate_request_id();
         let bytes = self.answer(&error, &request_id);
-        self.state.refuse(Refusal { error, request_id });
-        self.head = Vec::new();
+        self.record(error, request_id);
         self.phase = Phase::Answer {
             bytes,
             written: 0,
             linger,
         };
+    }
+
+    /// Hands the refusal to the keep-alive loop for the log line and the metrics, and drops
+    /// the head's copy.
+    fn record(&mut self, error: GatewayError, request_id: http::HeaderValue) {
+        self.state.refuse(Refusal { error, request_id });
+        self.head = Vec::new();
     }
 
     /// Writes what is left of the guard's own answer.
@@ -392,7 +398,7 @@ impl HeadGuard {
                 },
                 true,
             );
-            return self.poll_read_refused(cx, buf);
+            return self.poll_read_refused(cx);
         }
         let budget = self.limits.max_header_bytes - seen;
         let mut limited = buf.take(budget);
@@ -427,18 +433,13 @@ impl HeadGuard {
                 if !self.poll_deadline(cx) {
                     return Poll::Pending;
                 }
-                if self.idle || (self.head.is_empty() && self.scan == Scan::Leading) {
-                    // An idle connection, not a request: closed without a word.
-                    self.phase = Phase::Closed;
-                } else {
+                // An idle connection is not a request: it is closed without a word or a line.
+                let idle = self.idle || (self.head.is_empty() && self.scan == Scan::Leading);
+                if !idle {
                     let request_id = super::request::generate_request_id();
-                    self.state.refuse(Refusal {
-                        error: GatewayError::HeaderTimeout,
-                        request_id,
-                    });
-                    self.head = Vec::new();
-                    self.phase = Phase::Closed;
+                    self.record(GatewayError::HeaderTimeout, request_id);
                 }
+                self.phase = Phase::Closed;
                 Poll::Ready(Ok(()))
             }
         }
@@ -446,11 +447,7 @@ impl HeadGuard {
 
     /// Reading while the guard answers or lingers: the proxy sees the end of the stream once
     /// the answer is out and the client's rest drained.
-    fn poll_read_refused(
-        &mut self,
-        cx: &mut Context<'_>,
-        _buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read_refused(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             match &mut self.phase {
                 Phase::Answer { .. } => {
@@ -537,7 +534,7 @@ impl AsyncRead for HeadGuard {
             Phase::Passthrough => Pin::new(&mut this.inner).poll_read(cx, buf),
             Phase::Head => this.poll_head(cx, buf),
             Phase::Closed | Phase::Swallow => Poll::Ready(Ok(())),
-            Phase::Answer { .. } | Phase::Linger { .. } => this.poll_read_refused(cx, buf),
+            Phase::Answer { .. } | Phase::Linger { .. } => this.poll_read_refused(cx),
         }
     }
 }

@@ -11,7 +11,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::protocols::http::ServerSession;
 
-use crate::auth::Authenticator;
+use crate::jwks::Authenticator;
 use crate::metrics::Metrics;
 
 /// The admin HTTP application.

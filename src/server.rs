@@ -17,11 +17,12 @@ use pingora::server::{ExecutionPhase, Server};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::AdminService;
-use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::jwks::Authenticator;
 use crate::metrics::Metrics;
 use crate::proxy::edge::{EdgeApp, EdgeLimits};
-use crate::proxy::{Gateway, InFlightCounter};
+use crate::proxy::{Gateway, InFlightCounter, UploadApi};
+use pingora::services::ServiceWithDependents;
 
 /// Failure to assemble the server (before it serves anything).
 #[derive(Debug, thiserror::Error)]
@@ -130,37 +131,16 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let metrics = Arc::new(Metrics::new()?);
-
-    let mut upstreams =
-        LoadBalancer::<RoundRobin>::try_from_iter(config.upstream.servers.iter().copied())
-            .map_err(|e| StartError::Pingora(e.to_string()))?;
-    let mut health_check = TcpHealthCheck::new();
-    health_check.peer_template.options.connection_timeout = Some(config.upstream.connect_timeout);
-    upstreams.set_health_check(health_check);
-    upstreams.health_check_frequency = Some(config.upstream.health_check_interval);
-    let health_service = background_service("upstream health checks", upstreams);
-    let upstreams = health_service.task();
-
-    let auth = Arc::new(
-        Authenticator::new(&config.auth, metrics.clone())
-            .map_err(|e| StartError::Pingora(e.to_string()))?,
-    );
-    load_keys_before_serving(&auth);
-    let jwks_service = background_service("jwks refresh", auth.refresher());
-
+    let parts = parts(config.clone(), &server)?;
     if let Some(admin_addr) = config.observability.admin_listen {
-        let admin = AdminService::new(metrics.clone(), auth.clone(), upstreams.clone());
+        let (metrics, auth, upstreams) = parts.api.admin_handles();
+        let admin = AdminService::new(metrics, auth, upstreams);
         let mut admin = pingora::services::listening::Service::new("admin".into(), admin);
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
-
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
-        &server.configuration,
-    )));
-    let metrics_for_edge = metrics.clone();
-    let gateway = Gateway::new(config.clone(), upstreams, auth, metrics, connector);
+    let metrics_for_edge = parts.api.admin_handles().0;
+    let gateway = Gateway(parts.api);
     exit_when_drained(&server, gateway.in_flight());
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 (TLS with ALPN) bounds its header block itself; HTTP/1 heads are bounded by the
@@ -191,7 +171,48 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
     }
 
     server.add_service(proxy);
-    server.add_service(health_service);
-    server.add_service(jwks_service);
+    server.add_services(parts.services);
     Ok(server)
+}
+
+/// The upload API's treatment assembled from a [`Config`], for a server of one's own: the
+/// part, and the background services it needs (upstream health checks, JWKS refresh), which
+/// must be added to the same server. The key set is loaded once before this returns (bounded
+/// by a few seconds), so the first requests are not refused for want of keys.
+pub struct Parts {
+    /// The treatment, to call from a `ProxyHttp`'s phases (or to wrap in [`Gateway`]).
+    pub api: UploadApi,
+    /// Add them to the server: `server.add_services(parts.services)`.
+    pub services: Vec<Box<dyn ServiceWithDependents>>,
+}
+
+/// Builds the [`Parts`] for `config` on `server` (whose configuration sets the upstream
+/// connection pool).
+pub fn parts(config: Arc<Config>, server: &Server) -> Result<Parts, StartError> {
+    let metrics = Arc::new(Metrics::new()?);
+
+    let mut upstreams =
+        LoadBalancer::<RoundRobin>::try_from_iter(config.upstream.servers.iter().copied())
+            .map_err(|e| StartError::Pingora(e.to_string()))?;
+    let mut health_check = TcpHealthCheck::new();
+    health_check.peer_template.options.connection_timeout = Some(config.upstream.connect_timeout);
+    upstreams.set_health_check(health_check);
+    upstreams.health_check_frequency = Some(config.upstream.health_check_interval);
+    let health_service = background_service("upstream health checks", upstreams);
+    let upstreams = health_service.task();
+
+    let auth = Arc::new(
+        Authenticator::new(&config.auth, metrics.clone())
+            .map_err(|e| StartError::Pingora(e.to_string()))?,
+    );
+    load_keys_before_serving(&auth);
+    let jwks_service = background_service("jwks refresh", auth.refresher());
+
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    )));
+    Ok(Parts {
+        api: UploadApi::new(config, upstreams, auth, metrics, connector),
+        services: vec![Box::new(health_service), Box::new(jwks_service)],
+    })
 }

@@ -10,12 +10,12 @@ use base64::Engine;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-use upload_gateway::auth::jwks::unix_now;
 use upload_gateway::demo::issuer::Issuer;
 use upload_gateway::demo::issuer_keys::{
     encode_unsigned, encode_with, mint, mint_with_header, SigningKey,
 };
 use upload_gateway::demo::upload_service::UploadService;
+use upload_gateway::jwks::unix_now;
 
 struct Setup {
     service: UploadService,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::http::{respond, serve, RunningServer};
 use super::issuer_keys::{jwks_json, mint, IssuerKeyError, SigningKey};
-use crate::auth::jwks::unix_now;
+use crate::jwks::unix_now;
 
 /// The path the JWKS is served on.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";

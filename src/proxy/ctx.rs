@@ -11,8 +11,8 @@ use http::HeaderValue;
 
 use crate::auth::VerifiedToken;
 use crate::error::GatewayError;
-use crate::proxy::route::Route;
 use crate::render::RenderOptions;
+use crate::route::Route;
 
 /// How the upstream's response body is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +61,7 @@ pub struct RequestCtx {
     /// counted from the upstream write).
     pub upstream_deadline: Option<Instant>,
     /// Ends the proxy loop's upstream connection at the deadline (see `upstream`).
-    pub watchdog: Option<super::upstream::Watchdog>,
+    pub watchdog: Option<super::upstream::deadline::Watchdog>,
     /// The answer had begun when the exchange failed: the client connection was aborted, and
     /// `error` holds the real outcome.
     pub aborted: bool,

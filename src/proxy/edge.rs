@@ -38,12 +38,13 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
-use super::respond::AccessLine;
+use super::logging::AccessLine;
 use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::render::RenderOptions;
 use crate::request::query;
+use pingora::proxy::ProxyHttp;
 
 /// Route label of requests refused before they were parsed (SPEC §4.8).
 pub const MALFORMED_ROUTE: &str = "malformed";
@@ -109,15 +110,18 @@ impl ConnectionState {
 }
 
 /// Pingora's proxy behind the connection layer: the service every listener runs.
-pub struct EdgeApp {
-    proxy: Arc<HttpProxy<Gateway>>,
+///
+/// Any `ProxyHttp` can run behind it (an embedder's own proxy too); its `new_ctx` should call
+/// [`request_accepted`], as [`super::UploadApi::new_ctx`] does.
+pub struct EdgeApp<SV = Gateway> {
+    proxy: Arc<HttpProxy<SV>>,
     limits: EdgeLimits,
     metrics: Arc<Metrics>,
 }
 
-impl EdgeApp {
+impl<SV> EdgeApp<SV> {
     /// Wraps `proxy` so that every HTTP/1 connection is held to `limits`.
-    pub fn new(proxy: HttpProxy<Gateway>, limits: EdgeLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(proxy: HttpProxy<SV>, limits: EdgeLimits, metrics: Arc<Metrics>) -> Self {
         Self {
             proxy: Arc::new(proxy),
             limits,
@@ -154,7 +158,11 @@ impl EdgeApp {
 }
 
 #[async_trait]
-impl ServerApp for EdgeApp {
+impl<SV> ServerApp for EdgeApp<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -342,7 +350,7 @@ impl HeadGuard {
     }
 
     fn refuse(&mut self, error: GatewayError, linger: bool) {
-        let request_id = super::request::generate_request_id();
+        let request_id = super::request_filter::generate_request_id();
         let bytes = self.answer(&error, &request_id);
         self.record(error, request_id);
         self.phase = Phase::Answer {
@@ -436,7 +444,7 @@ impl HeadGuard {
                 // An idle connection is not a request: it is closed without a word or a line.
                 let idle = self.idle || (self.head.is_empty() && self.scan == Scan::Leading);
                 if !idle {
-                    let request_id = super::request::generate_request_id();
+                    let request_id = super::request_filter::generate_request_id();
                     self.record(GatewayError::HeaderTimeout, request_id);
                 }
                 self.phase = Phase::Closed;

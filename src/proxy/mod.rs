@@ -1,21 +1,33 @@
-//! The Pingora shell: a [`ProxyHttp`] implementation that moves bytes and calls the pure core.
+//! The Pingora shell: moves bytes and calls the pure core. [`UploadApi`] is the gateway's whole
+//! treatment of the upload API as a part, one method per Pingora phase, for any `ProxyHttp` to
+//! call from its own phases (SPEC §4.13); [`Gateway`] is the ready `ProxyHttp` that gives it
+//! every request, one delegating line per phase.
 //!
-//! One straight path per request: `request_filter` decides everything (route, rendering, query,
-//! token, body) and stores it in [`RequestCtx`]. The finish call is then forwarded and answered
-//! right there (`exchange`): its body is already canonical, and a rendered answer with a length
-//! goes out in one write. Every other request goes through Pingora's proxy loop:
-//! `upstream_peer` picks a healthy upstream, the upstream filters write what was decided, the
-//! response filters render. `logging` writes one line for both. No phase re-derives what an
-//! earlier one decided, and nothing reaches the upstream before every check has passed.
+//! The path a request takes, one file per phase, each a plain function over [`UploadApi`]:
+//! - [`request_filter`] decides everything once (route, format, query, token, body) into the
+//!   [`RequestCtx`], answers a refusal with the API's envelope, and forwards the finish call
+//!   itself ([`upstream::exchange`]): its body is already canonical, and its rendered answer
+//!   goes out with a length in one write.
+//! - every other request takes Pingora's proxy loop: [`upstream::select_peer`] picks the
+//!   server, [`upstream_request`] writes what was decided, [`response_filter`] stamps the
+//!   answer and renders its JSON body as decided.
+//! - [`fail_to_proxy`] turns a failure into the envelope, or aborts an answer already begun.
+//! - [`logging`] writes the one access line and the request metrics.
+//!
+//! Upstream policy (peer, timeouts, retries, failure classification, hop-by-hop headers,
+//! stamping) lives in [`upstream`] and is the same for the loop and the exchange. No phase
+//! re-derives what an earlier one decided, and nothing reaches the upstream before every check
+//! has passed.
 
 pub mod ctx;
 pub mod edge;
-mod exchange;
-mod request;
-mod respond;
-mod response;
-pub mod route;
+pub mod fail_to_proxy;
+pub mod logging;
+pub mod request_filter;
+pub mod respond;
+pub mod response_filter;
 pub mod upstream;
+pub mod upstream_request;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,30 +38,33 @@ use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, Result};
 
-use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::error::GatewayError;
+use crate::jwks::Authenticator;
 use crate::metrics::Metrics;
 
 pub use ctx::{InFlightCounter, RequestCtx};
-use route::Route;
 
-/// The gateway: configuration, upstreams, authentication and metrics, shared by all requests.
-pub struct Gateway {
-    config: Arc<Config>,
-    upstreams: Arc<LoadBalancer<RoundRobin>>,
-    auth: Arc<Authenticator>,
-    metrics: Arc<Metrics>,
-    in_flight: InFlightCounter,
+/// The gateway's treatment of the upload API, shared by all requests: configuration,
+/// upstreams, authentication and metrics. Call its methods from the matching phases of a
+/// `ProxyHttp` (with a [`RequestCtx`] kept in that proxy's own context) for every request the
+/// proxy routes to the API; `examples/embed.rs` shows the whole wiring.
+pub struct UploadApi {
+    pub(crate) config: Arc<Config>,
+    pub(crate) upstreams: Arc<LoadBalancer<RoundRobin>>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) in_flight: InFlightCounter,
     /// Upstream connections (and their keep-alive pool) of the finish call's own exchange.
-    connector: Connector,
+    pub(crate) connector: Connector,
 }
 
-impl Gateway {
-    /// Builds the proxy logic over an upstream pool whose health checks run elsewhere.
+impl UploadApi {
+    /// The treatment over an upstream pool whose health checks run elsewhere (see
+    /// [`crate::server::parts`] for one assembled from a [`Config`]).
     pub fn new(
         config: Arc<Config>,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
@@ -67,83 +82,176 @@ impl Gateway {
         }
     }
 
-    /// The requests this gateway is handling right now (shared counter).
+    /// The validated configuration the treatment runs on.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the admin listener reports on: metrics, key-set state, upstream health.
+    pub fn admin_handles(
+        &self,
+    ) -> (
+        Arc<Metrics>,
+        Arc<Authenticator>,
+        Arc<LoadBalancer<RoundRobin>>,
+    ) {
+        (
+            self.metrics.clone(),
+            self.auth.clone(),
+            self.upstreams.clone(),
+        )
+    }
+
+    /// The requests this treatment is handling right now (shared counter).
     pub fn in_flight(&self) -> InFlightCounter {
         self.in_flight.clone()
     }
+
+    /// `new_ctx`: a fresh context, counted in flight until dropped.
+    pub fn new_ctx(&self) -> RequestCtx {
+        edge::request_accepted();
+        RequestCtx::new(&self.in_flight)
+    }
+
+    /// `request_filter`: true when the request has been answered (a refusal, or the finish
+    /// call, which is forwarded and answered here).
+    pub async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        request_filter::run(self, session, ctx).await
+    }
+
+    /// `upstream_peer`: the server for this attempt.
+    pub fn upstream_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        upstream::select_peer(self, ctx).map(Box::new)
+    }
+
+    /// `fail_to_connect`: marks the failure retryable when the retry rule allows it.
+    pub fn fail_to_connect(&self, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        e.set_retry(upstream::retry_connect(self, ctx));
+        e
+    }
+
+    /// `connected_to_upstream`: starts the answer's deadline on this connection.
+    pub fn connected_to_upstream(
+        &self,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) {
+        #[cfg(unix)]
+        upstream::deadline::watch(self, fd, digest, ctx);
+    }
+
+    /// `upstream_request_filter`: writes what was decided into the upstream request.
+    pub fn upstream_request_filter(
+        &self,
+        session: &Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        upstream_request::write(self, session, upstream_request, ctx)
+    }
+
+    /// `response_filter`: stamps the answer and decides whether its body is rendered.
+    pub fn response_filter(
+        &self,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response_filter::run(upstream_response, ctx)
+    }
+
+    /// `upstream_response_body_filter`: ends the deadline with the upstream body.
+    pub fn upstream_response_body_filter(&self, end_of_stream: bool, ctx: &mut RequestCtx) {
+        if end_of_stream {
+            // Before Pingora returns the connection to its pool.
+            ctx.watchdog = None;
+        }
+    }
+
+    /// `response_body_filter`: renders the buffered JSON body at its end.
+    pub fn response_body_filter(
+        &self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response_filter::render_body(body, end_of_stream, ctx)
+    }
+
+    /// `fail_to_proxy`: the envelope for a failure, or an abort when the answer has begun.
+    pub async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        fail_to_proxy::run(self, session, e, ctx).await
+    }
+
+    /// `request_summary`: what Pingora may print about the request: never its path, query or
+    /// headers.
+    pub fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        logging::summary(session, ctx)
+    }
+
+    /// `logging`: the access line and the request metrics.
+    pub fn logging(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+        logging::run(self, session, e, ctx);
+    }
 }
 
-/// Attempts per request: the first, plus one retry of a connect failure on another server.
-const MAX_ATTEMPTS: u8 = 2;
+/// The ready proxy: every request gets the upload API's treatment.
+pub struct Gateway(pub UploadApi);
+
+impl Gateway {
+    /// The requests this gateway is handling right now (shared counter).
+    pub fn in_flight(&self) -> InFlightCounter {
+        self.0.in_flight()
+    }
+}
 
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        edge::request_accepted();
-        RequestCtx::new(&self.in_flight)
+        self.0.new_ctx()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match self.decide(session, ctx).await {
-            Ok(()) if ctx.route == Route::FinishUpload => {
-                self.finish_upload(session, ctx).await?;
-                Ok(true)
-            }
-            Ok(()) => Ok(false),
-            Err(error) => {
-                self.respond_error(session, ctx, error).await?;
-                Ok(true)
-            }
-        }
+        self.0.request_filter(session, ctx).await
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.select_peer(ctx)?))
+    async fn upstream_peer(&self, _: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        self.0.upstream_peer(ctx)
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
+        _: &mut Session,
+        _: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing of the request has been sent yet (the finish call, whose body is read early,
-        // does its own exchange), so one retry on another server is safe; more would only delay
-        // the 502.
-        e.set_retry(ctx.attempts < MAX_ATTEMPTS && self.config.upstream.servers.len() > 1);
-        e
+        self.0.fail_to_connect(ctx, e)
     }
 
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
+        _: &mut Session,
+        _: bool,
+        _: &HttpPeer,
         #[cfg(unix)] fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
-        digest: Option<&pingora::protocols::Digest>,
+        digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let deadline = std::time::Instant::now() + self.config.upstream.response_timeout;
-        ctx.upstream_deadline = Some(deadline);
         #[cfg(unix)]
-        {
-            let socket = digest.and_then(|d| d.socket_digest.as_ref());
-            let local = socket
-                .and_then(|s| s.local_addr())
-                .and_then(|a| a.as_inet());
-            let peer = socket.and_then(|s| s.peer_addr()).and_then(|a| a.as_inet());
-            if let (Some(local), Some(peer)) = (local, peer) {
-                ctx.watchdog = Some(upstream::Watchdog::start(fd, *local, *peer, deadline));
-            }
-        }
+        self.0.connected_to_upstream(fd, digest, ctx);
         Ok(())
     }
 
@@ -153,45 +261,40 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.write_upstream_request(session, upstream_request, ctx)
+        self.0
+            .upstream_request_filter(session, upstream_request, ctx)
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        _: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.head || response::is_bodiless(upstream_response.status.as_u16()) {
-            // The exchange is complete with the head: the connection may go back to the pool.
-            ctx.watchdog = None;
-        }
-        self.prepare_response(upstream_response, ctx)
+        self.0.response_filter(upstream_response, ctx)
     }
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        _: &mut Session,
+        _: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if end_of_stream {
-            // Before Pingora returns the connection to its pool.
-            ctx.watchdog = None;
-        }
+        self.0.upstream_response_body_filter(end_of_stream, ctx);
         Ok(None)
     }
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        _: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        response::render_body(body, end_of_stream, ctx)?;
-        Ok(None)
+        self.0
+            .response_body_filter(body, end_of_stream, ctx)
+            .map(|()| None)
     }
 
     async fn fail_to_proxy(
@@ -200,159 +303,20 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let mut failure = classify_failure(e);
-        if failure.is_some() && ctx.watchdog.as_ref().is_some_and(upstream::Watchdog::fired) {
-            // The watchdog ended the connection: the read failed because time was up.
-            failure = Some(GatewayError::UpstreamTimeout);
-        }
-        ctx.watchdog = None;
-        if session.response_written().is_some() {
-            // The answer has begun: anything written now would complete it with another
-            // status or splice an envelope into it. The connection is dropped unfinished, and
-            // the log line and metrics carry the real outcome.
-            ctx.aborted = true;
-            let error_code = failure.as_ref().map_or(0, GatewayError::status);
-            if failure.is_some() {
-                ctx.error = failure;
-            }
-            return FailToProxy {
-                error_code,
-                can_reuse_downstream: false,
-            };
-        }
-        let error_code = match failure {
-            // The client went away: nothing can be written.
-            None => 0,
-            Some(error) => {
-                let status = error.status();
-                match self.respond_error(session, ctx, error).await {
-                    Ok(()) => status,
-                    Err(_) => 0,
-                }
-            }
-        };
-        FailToProxy {
-            error_code,
-            can_reuse_downstream: false,
-        }
+        self.0.fail_to_proxy(session, e, ctx).await
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+    fn suppress_error_log(&self, _: &Session, _: &RequestCtx, _: &Error) -> bool {
         // Pingora's line would carry the request line with its query and raw upstream bytes;
         // the access line already records the failure (`proxy_error`, `reason`, `status`).
         true
     }
 
     fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
-        // What Pingora prints beside its own warnings: never the path, query or headers.
-        format!(
-            "{} {} request_id={}",
-            session.req_header().method,
-            ctx.route.template(),
-            ctx.request_id.to_str().unwrap_or("")
-        )
+        self.0.request_summary(session, ctx)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.log_request(session, e, ctx);
-    }
-}
-
-impl Gateway {
-    /// Picks a healthy upstream for the next attempt, preferring one other than the last
-    /// attempt's, and counts the attempt.
-    fn select_peer(&self, ctx: &mut RequestCtx) -> Result<HttpPeer> {
-        ctx.attempts += 1;
-        let previous = ctx.upstream;
-        let backend = self
-            .upstreams
-            .select_with(b"", 256, |b, healthy| {
-                healthy && Some(b.addr.as_inet().copied()).flatten() != previous
-            })
-            .or_else(|| self.upstreams.select(b"", 256));
-        let Some(backend) = backend else {
-            return Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                "no healthy upstream",
-            ));
-        };
-        ctx.upstream = backend.addr.as_inet().copied();
-        let upstream = &self.config.upstream;
-        let mut peer = HttpPeer::new(backend.addr.clone(), upstream.tls, upstream.sni.clone());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.total_connection_timeout = Some(upstream.connect_timeout * 2);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        peer.options.write_timeout = Some(upstream.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(peer)
-    }
-}
-
-/// Maps a Pingora failure to the gateway's error, or `None` when the client is gone.
-fn classify_failure(e: &Error) -> Option<GatewayError> {
-    use ErrorType::*;
-    let upstream = matches!(e.esource(), ErrorSource::Upstream);
-    match e.etype() {
-        ConnectTimedout => Some(GatewayError::UpstreamTimeout),
-        // A slow client is not an upstream timeout.
-        ReadTimedout | WriteTimedout if upstream => Some(GatewayError::UpstreamTimeout),
-        HTTPStatus(code) if *code == 504 => Some(GatewayError::UpstreamTimeout),
-        // An upstream answer that is not HTTP, or a body that is not what it claims.
-        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 if upstream => {
-            Some(GatewayError::UpstreamInvalid)
-        }
-        _ => match e.esource() {
-            ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
-            ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed | WriteTimedout => None,
-                _ => Some(GatewayError::BadRequest),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
-                ReadTimedout | WriteTimedout => Some(GatewayError::UpstreamTimeout),
-                ConnectNoRoute | ConnectRefused | ConnectError | ConnectProxyFailure => {
-                    Some(GatewayError::UpstreamUnreachable)
-                }
-                _ => Some(GatewayError::Internal("proxy_failure")),
-            },
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn failure(etype: ErrorType, source: ErrorSource) -> Option<u16> {
-        let mut e = Error::new(etype);
-        e.esource = source;
-        classify_failure(&e).map(|g| g.status())
-    }
-
-    #[test]
-    fn upstream_timeouts_are_504_and_refusals_502() {
-        assert_eq!(
-            failure(ErrorType::ReadTimedout, ErrorSource::Upstream),
-            Some(504)
-        );
-        assert_eq!(
-            failure(ErrorType::ConnectTimedout, ErrorSource::Upstream),
-            Some(504)
-        );
-        assert_eq!(
-            failure(ErrorType::ConnectRefused, ErrorSource::Upstream),
-            Some(502)
-        );
-    }
-
-    #[test]
-    fn a_slow_client_is_not_an_upstream_timeout() {
-        assert_eq!(
-            failure(ErrorType::ReadTimedout, ErrorSource::Downstream),
-            Some(400)
-        );
-        assert_eq!(
-            failure(ErrorType::WriteTimedout, ErrorSource::Downstream),
-            None
-        );
+        self.0.logging(session, e, ctx);
     }
 }

@@ -11,36 +11,7 @@ pub mod xml;
 
 use serde_json::{Map, Value};
 
-/// The wire format of every response on one request (SPEC §4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ResponseFormat {
-    /// `application/json` (the default).
-    #[default]
-    Json,
-    /// `application/xml; charset=utf-8`.
-    Xml,
-}
-
-impl ResponseFormat {
-    /// The `Content-Type` header value for this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            ResponseFormat::Json => "application/json",
-            ResponseFormat::Xml => "application/xml; charset=utf-8",
-        }
-    }
-}
-
-/// How a response is rendered: decided once per request, in `request_filter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RenderOptions {
-    /// JSON or XML.
-    pub format: ResponseFormat,
-    /// Pretty-print with a 2-space indent.
-    pub human: bool,
-    /// Keep object keys whose value is null.
-    pub show_null: bool,
-}
+pub use crate::media::{RenderOptions, ResponseFormat};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 

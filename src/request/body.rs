@@ -31,8 +31,7 @@ use serde_json::map::Entry;
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use crate::render::ResponseFormat;
-use crate::request::negotiate::MediaType;
+use crate::media::{MediaType, ResponseFormat};
 
 /// The deepest nesting accepted, counting the `upload` object or element as 1: the XML root,
 /// the bare JSON top level, the wrapped form's `"upload"` value (its outer object is not

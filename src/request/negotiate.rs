@@ -17,14 +17,9 @@
 //!   specific range, then by the earlier range. XML therefore needs a strictly better claim:
 //!   a wildcard alone, an absent or empty header, or nothing acceptable all mean JSON.
 
-use crate::render::ResponseFormat;
-
-/// How precisely a media range names one of our formats; higher is more specific.
-type Specificity = u8;
-const ANY: Specificity = 0;
-const APPLICATION_ANY: Specificity = 1;
-const SUFFIX: Specificity = 2;
-const EXACT: Specificity = 3;
+use crate::media::{
+    split_outside_quotes, MediaType, ResponseFormat, Specificity, ANY, APPLICATION_ANY,
+};
 
 /// A qvalue in thousandths, so that weights compare exactly.
 type Weight = u16;
@@ -49,7 +44,7 @@ pub fn format_from_accept(accept: Option<&str>) -> ResponseFormat {
             specificity,
             position,
         };
-        match media.accepts() {
+        match accepts(&media) {
             Accepts::Nothing => {}
             Accepts::Both(specificity) => {
                 Claim::consider(&mut json, claim(specificity));
@@ -142,113 +137,22 @@ enum Accepts {
     Both(Specificity),
 }
 
-/// A `type/subtype` pair borrowed from a header; compared case-insensitively, never lowered.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MediaType<'a> {
-    kind: &'a str,
-    subtype: &'a str,
-}
-
-impl<'a> MediaType<'a> {
-    /// Splits `type/subtype; name=value; ...` into the type and its parameters, or `None` when
-    /// there is no well-formed `type/subtype`. Parameter names and values come back trimmed,
-    /// values without surrounding quotes; a parameter without `=` is skipped.
-    pub(crate) fn parse(
-        value: &'a str,
-    ) -> Option<(Self, impl Iterator<Item = (&'a str, &'a str)> + 'a)> {
-        let mut parts = split_outside_quotes(value, ';');
-        let essence = parts.next()?.trim();
-        let (kind, subtype) = essence.split_once('/')?;
-        let is_token = |s: &str| !s.is_empty() && !s.contains(|c: char| c.is_whitespace());
-        if !is_token(kind) || !is_token(subtype) || subtype.contains('/') {
-            return None;
-        }
-        let params = parts.filter_map(|param| {
-            let (name, value) = param.split_once('=')?;
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            Some((name.trim(), value))
-        });
-        Some((MediaType { kind, subtype }, params))
+/// What one media range covers among the formats we serve.
+fn accepts(media: &MediaType<'_>) -> Accepts {
+    if let Some((format, specificity)) = media.named_format() {
+        return Accepts::One(format, specificity);
     }
-
-    /// The format a concrete media type names: `application/json` and `*/*+json` are JSON,
-    /// `application/xml`, `text/xml` and `*/*+xml` are XML. Wildcards name nothing.
-    pub(crate) fn named_format(&self) -> Option<(ResponseFormat, Specificity)> {
-        let (kind, subtype) = (self.kind, self.subtype);
-        if kind == "*" || subtype == "*" {
-            return None;
-        }
-        let application = kind.eq_ignore_ascii_case("application");
-        if application && subtype.eq_ignore_ascii_case("json") {
-            return Some((ResponseFormat::Json, EXACT));
-        }
-        if (application || kind.eq_ignore_ascii_case("text")) && subtype.eq_ignore_ascii_case("xml")
-        {
-            return Some((ResponseFormat::Xml, EXACT));
-        }
-        match subtype.rsplit_once('+') {
-            Some((name, suffix)) if !name.is_empty() => {
-                if suffix.eq_ignore_ascii_case("json") {
-                    Some((ResponseFormat::Json, SUFFIX))
-                } else if suffix.eq_ignore_ascii_case("xml") {
-                    Some((ResponseFormat::Xml, SUFFIX))
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        }
+    match (media.kind(), media.subtype()) {
+        ("*", "*") => Accepts::Both(ANY),
+        (kind, "*") if kind.eq_ignore_ascii_case("application") => Accepts::Both(APPLICATION_ANY),
+        _ => Accepts::Nothing,
     }
-
-    /// Whether this is `kind/subtype`, ignoring case.
-    pub(crate) fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind) && self.subtype.eq_ignore_ascii_case(subtype)
-    }
-
-    fn accepts(&self) -> Accepts {
-        if let Some((format, specificity)) = self.named_format() {
-            return Accepts::One(format, specificity);
-        }
-        match (self.kind, self.subtype) {
-            ("*", "*") => Accepts::Both(ANY),
-            (kind, "*") if kind.eq_ignore_ascii_case("application") => {
-                Accepts::Both(APPLICATION_ANY)
-            }
-            _ => Accepts::Nothing,
-        }
-    }
-}
-
-/// Splits a header value on `separator`, except inside quoted strings (RFC 9110 §5.6.4).
-pub(crate) fn split_outside_quotes(value: &str, separator: char) -> impl Iterator<Item = &str> {
-    let mut quoted = false;
-    let mut escaped = false;
-    value.split(move |c: char| {
-        if escaped {
-            escaped = false;
-            return false;
-        }
-        match c {
-            '\\' if quoted => {
-                escaped = true;
-                false
-            }
-            '"' => {
-                quoted = !quoted;
-                false
-            }
-            c => c == separator && !quoted,
-        }
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::EXACT;
     use proptest::prelude::*;
     use ResponseFormat::{Json, Xml};
 

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use percent_encoding::percent_decode;
 
-use crate::render::{RenderOptions, ResponseFormat};
+use crate::media::{RenderOptions, ResponseFormat};
 use crate::request::negotiate::format_from_accept;
 
 /// What the query says about rendering, and the query to send upstream.

@@ -156,8 +156,21 @@ impl Gateway {
         gateway
     }
 
+    /// Starts `binary` (a build of the gateway, or a program that embeds it and takes the same
+    /// `--config`, `--pid-file` and `--upgrade-sock`) and waits like [`Gateway::start`].
+    pub fn start_program(program: &str, config: &GatewayConfig, env: &[(&str, &str)]) -> Gateway {
+        let mut gateway = Self::spawn_program(program, config, env);
+        gateway.wait_listening();
+        gateway.wait_keys_loaded();
+        gateway
+    }
+
     /// Starts the gateway without waiting for anything.
     pub fn spawn(config: &GatewayConfig, env: &[(&str, &str)]) -> Gateway {
+        Self::spawn_program(&binary(), config, env)
+    }
+
+    fn spawn_program(program: &str, config: &GatewayConfig, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = free_port();
         let admin = free_port();
@@ -166,7 +179,7 @@ impl Gateway {
         // A file, not a pipe: a pipe nobody drains would block a chatty gateway.
         let log_path = dir.path().join("gateway.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut command = Command::new(binary());
+        let mut command = Command::new(program);
         command
             .arg("--config")
             .arg(&config_path)

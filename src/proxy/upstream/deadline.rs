@@ -9,10 +9,13 @@
 //! descriptor still names the same connection (its two addresses), so a descriptor closed and
 //! reused meanwhile is never touched; it is aborted when the request's context is dropped.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use pingora::{Error, ErrorType, Result};
 
 /// A running deadline on one upstream connection of the proxy loop.
 #[derive(Debug)]
@@ -65,4 +68,36 @@ impl Drop for Watchdog {
 /// What is left of the time until `deadline` (zero once it passed).
 pub fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+/// Runs an upstream read, failing it as an upstream read timeout once `deadline` has passed.
+pub async fn before<T>(deadline: Instant, read: impl Future<Output = Result<T>>) -> Result<T> {
+    match pingora::time::fast_timeout::fast_timeout(remaining(deadline), read).await {
+        Ok(result) => result,
+        Err(_) => {
+            let mut e = Error::explain(ErrorType::ReadTimedout, "upstream.response_timeout_ms");
+            e.as_up();
+            Err(e)
+        }
+    }
+}
+
+/// The proxy loop connected to the upstream: the answer's deadline starts, and a watchdog
+/// holds the connection to it.
+#[cfg(unix)]
+pub fn watch(
+    api: &crate::proxy::UploadApi,
+    fd: std::os::unix::io::RawFd,
+    digest: Option<&pingora::protocols::Digest>,
+    ctx: &mut crate::proxy::RequestCtx,
+) {
+    let deadline = super::request_sent(api, ctx);
+    let socket = digest.and_then(|d| d.socket_digest.as_ref());
+    let local = socket
+        .and_then(|s| s.local_addr())
+        .and_then(|a| a.as_inet());
+    let peer = socket.and_then(|s| s.peer_addr()).and_then(|a| a.as_inet());
+    if let (Some(local), Some(peer)) = (local, peer) {
+        ctx.watchdog = Some(Watchdog::start(fd, *local, *peer, deadline));
+    }
 }

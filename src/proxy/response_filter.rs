@@ -1,55 +1,57 @@
-//! The response side of the shell: decide from the upstream's header whether its body is
-//! rendered (JSON, not encoded, not HEAD/204/304), then buffer and render it at the end.
+//! `response_filter` and `response_body_filter`: the upstream's answer on its way to the
+//! client. The head is stamped like every answer ([`stamp_response`]); whether the body is
+//! rendered (JSON, not encoded, not HEAD/204/206/304) is decided once from it, and a rendered
+//! body is buffered and rendered at its end.
 //!
 //! It must never send a stale `Content-Length`, never touch a body it cannot parse as JSON, and
 //! never buffer more than [`RENDER_LIMIT`] bytes of an upstream answer.
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, TRANSFER_ENCODING, VARY};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, TRANSFER_ENCODING};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
 use super::ctx::{RequestCtx, ResponsePlan};
-use super::Gateway;
+use super::upstream::{
+    self,
+    headers::{is_bodiless, stamp_response},
+};
+use crate::media;
 use crate::render::{render_upstream_body, RenderOptions};
 
 /// The largest upstream body the gateway buffers to render: finish-call answers are a few
 /// hundred bytes, so anything near this is a misbehaving upstream.
 pub const RENDER_LIMIT: usize = 1 << 20;
 
-impl Gateway {
-    /// Adds the gateway's headers and decides the response plan.
-    pub(super) fn prepare_response(
-        &self,
-        resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.upstream_latency = Some(ctx.started.elapsed());
-        strip_bodiless_framing(resp);
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-        if !ctx.route.is_api() {
-            return Ok(());
-        }
-        resp.append_header(VARY, "Accept")?;
-        if ctx.head && is_renderable(resp, false) {
-            // HEAD describes what GET would send: the negotiated type, a length not yet known.
-            resp.remove_header(&CONTENT_LENGTH);
-            resp.remove_header(&ETAG);
-            resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
-            return Ok(());
-        }
-        if !is_renderable(resp, ctx.head) {
-            return Ok(());
-        }
-        ctx.response_plan = ResponsePlan::Render;
-        resp.remove_header(&CONTENT_LENGTH);
-        resp.insert_header(TRANSFER_ENCODING, "chunked")?;
-        mark_rendered(resp, ctx.render)
+/// Stamps the upstream's answer and decides the response plan.
+pub fn run(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    if ctx.head || is_bodiless(resp.status.as_u16()) {
+        // The exchange is complete with the head: the connection may go back to the pool.
+        ctx.watchdog = None;
     }
+    upstream::answered(ctx);
+    stamp_response(resp, ctx, true)?;
+    if !ctx.route.is_api() {
+        return Ok(());
+    }
+    if ctx.head && is_renderable(resp, false) {
+        // HEAD describes what GET would send: the negotiated type, a length not yet known.
+        resp.remove_header(&CONTENT_LENGTH);
+        resp.remove_header(&ETAG);
+        resp.insert_header(CONTENT_TYPE, ctx.render.format.content_type())?;
+        return Ok(());
+    }
+    if !is_renderable(resp, ctx.head) {
+        return Ok(());
+    }
+    ctx.response_plan = ResponsePlan::Render;
+    resp.remove_header(&CONTENT_LENGTH);
+    resp.insert_header(TRANSFER_ENCODING, "chunked")?;
+    mark_rendered(resp, ctx.render)
 }
 
 /// The headers of a rendered answer that do not depend on its framing.
-pub(super) fn mark_rendered(resp: &mut ResponseHeader, render: RenderOptions) -> Result<()> {
+pub fn mark_rendered(resp: &mut ResponseHeader, render: RenderOptions) -> Result<()> {
     // The rendered body is another representation: the upstream's validator is not its own.
     resp.remove_header(&ETAG);
     resp.insert_header(CONTENT_TYPE, render.format.content_type())?;
@@ -59,27 +61,16 @@ pub(super) fn mark_rendered(resp: &mut ResponseHeader, render: RenderOptions) ->
 /// The upstream's JSON body as the client asked for it; an empty body stays empty. `None` for
 /// a body that claims JSON but is not: a broken upstream answer (502), never relayed under a
 /// label that would then be false, and never replaced by invented content.
-pub(super) fn rendered(raw: Bytes, render: RenderOptions) -> Option<Bytes> {
+pub fn rendered(raw: Bytes, render: RenderOptions) -> Option<Bytes> {
     if raw.is_empty() {
         return Some(raw);
     }
     render_upstream_body(&raw, render).map(Bytes::from)
 }
 
-/// Answers that never have a body (RFC 9110 §6.4.1): relayed without one and without framing.
-pub(super) fn is_bodiless(status: u16) -> bool {
-    matches!(status, 204 | 304) || (100..200).contains(&status)
-}
-
-/// Drops the framing headers of an answer that has no body.
-pub(super) fn strip_bodiless_framing(resp: &mut ResponseHeader) {
-    if is_bodiless(resp.status.as_u16()) {
-        resp.remove_header(&CONTENT_LENGTH);
-        resp.remove_header(&TRANSFER_ENCODING);
-    }
-}
-
-pub(super) fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
+/// Whether the upstream answer's body is rendered: identity-encoded JSON, within
+/// [`RENDER_LIMIT`], on a status whose body is a whole representation.
+pub fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
     let status = resp.status.as_u16();
     // 206 carries a byte range of the upstream's representation: rendering it would lie.
     if head || matches!(status, 204 | 206 | 304) || (100..200).contains(&status) {
@@ -92,7 +83,7 @@ pub(super) fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
     let json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(is_json_media_type);
+        .is_some_and(media::is_json);
     let small = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -101,17 +92,8 @@ pub(super) fn is_renderable(resp: &ResponseHeader, head: bool) -> bool {
     identity && json && small
 }
 
-/// `application/json` or any `+json` type, parameters ignored.
-fn is_json_media_type(value: &str) -> bool {
-    let essence = value.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
-}
-
 /// Buffers the upstream body while rendering, and swaps in the rendered body at the end.
-pub(super) fn render_body(
+pub fn render_body(
     body: &mut Option<Bytes>,
     end_of_stream: bool,
     ctx: &mut RequestCtx,
@@ -144,15 +126,6 @@ pub(super) fn render_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_media_types_are_recognised() {
-        assert!(is_json_media_type("application/json"));
-        assert!(is_json_media_type("Application/JSON; charset=utf-8"));
-        assert!(is_json_media_type("application/problem+json"));
-        assert!(!is_json_media_type("text/html"));
-        assert!(!is_json_media_type("json"));
-    }
 
     fn response(status: u16, headers: &[(&'static str, &str)]) -> ResponseHeader {
         let mut r = ResponseHeader::build(status, None).unwrap();

@@ -1,0 +1,172 @@
+//! Fetching a JWKS document: over HTTP(S) from `auth.jwks_url` or from `auth.jwks_file`,
+//! bounded in size and time, parsed into a [`KeySet`] by the pure core. It returns its own
+//! outcome ([`Fetched`] or [`FetchError`]); what a failure means for requests is the caller's
+//! decision. It never follows a redirect and never contacts a URL a token names.
+
+use std::time::Duration;
+
+use crate::auth::keyset::KeySet;
+use crate::config::JwksSource;
+
+/// A JWKS document larger than this is refused unread.
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+/// One fetch may take this long in all.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a key set could not be loaded (logged and counted, never shown to clients).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Network or HTTP-level failure.
+    #[error("fetch failed: {0}")]
+    Http(String),
+    /// The issuer answered with a non-200 status.
+    #[error("issuer answered status {0}")]
+    Status(u16),
+    /// The document is larger than the limit.
+    #[error("document over {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    /// The key file could not be read.
+    #[error("cannot read key file: {0}")]
+    File(String),
+    /// The document is not a JWKS.
+    #[error("not a JWKS: {0}")]
+    Invalid(String),
+    /// The document holds no key the gateway can use: publishing it would refuse every token.
+    #[error("no usable key ({skipped} skipped)")]
+    NoUsableKey {
+        /// Keys refused one by one (each logged with its reason).
+        skipped: usize,
+    },
+}
+
+/// A key set as fetched, with the refresh period its source asked for.
+pub struct Fetched {
+    /// The usable keys (never empty).
+    pub keys: KeySet,
+    /// The `Cache-Control: max-age` of the answer, when it had one.
+    pub max_age: Option<Duration>,
+}
+
+/// Reads key sets from one configured source.
+pub struct Fetcher {
+    source: JwksSource,
+    client: reqwest::Client,
+}
+
+impl Fetcher {
+    /// A fetcher for `source`. Fails when the HTTP client cannot be built: silently falling
+    /// back to a default client would drop the no-redirect policy and the timeout.
+    pub fn new(source: JwksSource) -> Result<Self, FetchError> {
+        // No pooling: fetches are minutes apart and may run on different runtimes (the first
+        // one happens before Pingora's runtimes exist).
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+        Ok(Self { source, client })
+    }
+
+    /// Fetches and parses the key set once. Keys refused one by one are logged with their
+    /// reason; a document with no usable key at all is a failed fetch.
+    pub async fn fetch(&self) -> Result<Fetched, FetchError> {
+        let (bytes, max_age) = match &self.source {
+            JwksSource::Url(url) => self.fetch_url(url).await?,
+            JwksSource::File(path) => {
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| FetchError::File(e.to_string()))?;
+                if bytes.len() > MAX_JWKS_BYTES {
+                    return Err(FetchError::TooLarge);
+                }
+                (bytes, None)
+            }
+        };
+        let (keys, skipped) =
+            KeySet::from_jwks_json(&bytes).map_err(|e| FetchError::Invalid(e.to_string()))?;
+        for skip in &skipped {
+            tracing::warn!(key = %skip, "jwks key skipped");
+        }
+        if keys.is_empty() {
+            // Counted as a failed fetch: the last good set keeps serving, and a gateway that
+            // never had one stays not ready.
+            return Err(FetchError::NoUsableKey {
+                skipped: skipped.len(),
+            });
+        }
+        Ok(Fetched { keys, max_age })
+    }
+
+    async fn fetch_url(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+        let mut resp = self
+            .client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        let max_age = resp
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_JWKS_BYTES as u64)
+        {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Http(e.without_url().to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, max_age))
+    }
+}
+
+/// `max-age=N` from a `Cache-Control` value; `no-cache`/`no-store` mean "as soon as allowed".
+fn max_age(value: &str) -> Option<Duration> {
+    let mut result = None;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        let (name, arg) = directive.split_once('=').unwrap_or((directive, ""));
+        if name.eq_ignore_ascii_case("max-age") {
+            result = arg
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        } else if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(max_age("max-age=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! `logging`: the one access line per request and the request metrics, for both paths and
+//! for the edge's refusals. The line never carries a token, a body, a query string or a header
+//! value: the route is its template, the outcome its status and reason.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderValue;
+use pingora::proxy::Session;
+use pingora::Error;
+
+use super::ctx::RequestCtx;
+use super::UploadApi;
+use crate::error::GatewayError;
+
+/// One structured line per request, and the request metrics.
+pub fn run(api: &UploadApi, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let status = match (&ctx.error, ctx.aborted) {
+        // What was begun never completed: the outcome is the failure, not the head sent.
+        (Some(error), true) => error.status(),
+        _ => session.response_written().map_or(0, |r| r.status.as_u16()),
+    };
+    let route = ctx.route.template();
+    api.metrics
+        .observe_request(route, status, ctx.upstream_latency);
+    match &ctx.error {
+        Some(GatewayError::Auth(e)) => api.metrics.auth_failure(e.reason()),
+        Some(error @ (GatewayError::Body(_) | GatewayError::BodyTooLarge { .. })) => {
+            api.metrics.body_rejection(error.reason())
+        }
+        _ => {}
+    }
+    AccessLine {
+        request_id: &ctx.request_id,
+        method: session.req_header().method.as_str(),
+        route,
+        status,
+        upstream: ctx.upstream,
+        latency: ctx.started.elapsed(),
+        upstream_latency: ctx.upstream_latency,
+        auth: ctx.auth_outcome,
+        reason: ctx.error.as_ref().map(GatewayError::reason),
+        proxy_error: e.map(|e| e.etype().as_str()),
+        aborted: ctx.aborted,
+    }
+    .write();
+}
+
+/// What Pingora prints beside its own warnings: never the path, query or headers.
+pub fn summary(session: &Session, ctx: &RequestCtx) -> String {
+    format!(
+        "{} {} request_id={}",
+        session.req_header().method,
+        ctx.route.template(),
+        ctx.request_id.to_str().unwrap_or("")
+    )
+}
+
+/// The one access-log line of a request: what was asked (method, route template), what came
+/// of it and why. Never a query, a header value, a token or a body byte.
+pub(crate) struct AccessLine<'a> {
+    pub request_id: &'a HeaderValue,
+    pub method: &'a str,
+    pub route: &'static str,
+    pub status: u16,
+    pub upstream: Option<SocketAddr>,
+    pub latency: Duration,
+    pub upstream_latency: Option<Duration>,
+    pub auth: &'static str,
+    pub reason: Option<&'static str>,
+    pub proxy_error: Option<&'static str>,
+    /// The answer had begun when the exchange failed: the client connection was aborted.
+    pub aborted: bool,
+}
+
+impl AccessLine<'_> {
+    pub fn write(&self) {
+        // The fields cost allocations: build them only when the line is written.
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        let upstream = self.upstream.map(|a| a.to_string());
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            method = self.method,
+            route = self.route,
+            status = self.status,
+            upstream = upstream.as_deref(),
+            latency_us = self.latency.as_micros() as u64,
+            upstream_latency_us = self.upstream_latency.map(|d| d.as_micros() as u64),
+            auth = self.auth,
+            reason = self.reason,
+            proxy_error = self.proxy_error,
+            aborted = self.aborted.then_some(true),
+        );
+    }
+}

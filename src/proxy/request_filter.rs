@@ -1,0 +1,219 @@
+//! `request_filter`: everything decided before the upstream is contacted, in the order of
+//! SPEC §4 (route, format, query, token, body), stored once in the [`RequestCtx`]. A refusal is
+//! answered here with the API's envelope; the finish call, once its body is validated, is
+//! forwarded and answered here too ([`upstream::exchange`]). Reading the body happens only
+//! after authentication, bounded by `server.max_body_bytes` before a byte is buffered past it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
+use http::{HeaderValue, Method};
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::{RequestCtx, UpstreamQuery};
+use super::upstream::headers::X_REQUEST_ID;
+use super::{respond, upstream, UploadApi};
+use crate::error::GatewayError;
+use crate::request::{body, query};
+use crate::route::{self, Route};
+
+/// A client that trickles its body slower than this is cut off: the body is small by contract.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decides, then answers a refusal or the finish call; `Ok(false)` hands the request to
+/// Pingora's proxy loop.
+pub async fn run(api: &UploadApi, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    match decide(api, session, ctx).await {
+        Ok(()) if ctx.route == Route::FinishUpload => {
+            upstream::exchange::finish_upload(api, session, ctx).await?;
+            Ok(true)
+        }
+        Ok(()) => Ok(false),
+        Err(error) => {
+            respond::error(session, ctx, error).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Everything decided before the upstream is contacted, in the order of SPEC §4.
+async fn decide(
+    api: &UploadApi,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let req = session.req_header();
+    ctx.request_id = request_id(req.headers.get(X_REQUEST_ID));
+    ctx.head = req.method == Method::HEAD;
+    let path = req.uri.path();
+    let raw_query = req.uri.query();
+    let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+    ctx.route = route::classify(&api.config.api, req.method == Method::PUT, req.raw_path());
+    // The query is read once, before authentication, so that even a 403 comes back in the
+    // format asked for; an invalid query falls back to the lenient reading here and is
+    // refused only after the token passed.
+    let normalised = query::normalise(raw_query);
+    if ctx.route.is_api() {
+        ctx.render = match &normalised {
+            Ok(q) => q.render_options(accept),
+            Err(_) => query::lenient_render_options(raw_query, accept),
+        };
+    }
+
+    if api.config.auth.public_paths.iter().any(|p| p == path) {
+        ctx.auth_outcome = "public";
+    } else {
+        let authorization = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        match api.auth.authenticate(authorization).await {
+            Ok(token) => {
+                ctx.auth_outcome = "ok";
+                ctx.token = Some(token);
+            }
+            Err(e) => {
+                ctx.auth_outcome = "refused";
+                return Err(e);
+            }
+        }
+    }
+
+    match ctx.route {
+        Route::Other => return Ok(()),
+        Route::Ambiguous => return Err(GatewayError::AmbiguousPath),
+        Route::Api | Route::FinishUpload | Route::FinishUploadBadId => {}
+    }
+    let normalised = normalised?;
+    if normalised.upstream_query.as_deref() != raw_query {
+        ctx.upstream_query = Some(UpstreamQuery(normalised.upstream_query));
+    }
+    match ctx.route {
+        Route::FinishUploadBadId => Err(GatewayError::MalformedUploadId),
+        Route::FinishUpload => {
+            let content_type = req
+                .headers
+                .get(CONTENT_TYPE)
+                .map(|v| {
+                    v.to_str()
+                        .map(str::to_owned)
+                        .map_err(|_| GatewayError::BadRequest)
+                })
+                .transpose()?;
+            let raw = read_body(session, api.config.server.max_body_bytes).await?;
+            let finish = body::validate_finish_body(
+                content_type.as_deref(),
+                &raw,
+                api.config.api.max_nb_chunks,
+            )?;
+            ctx.body = Some(Bytes::from(finish.canonical));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads the whole request body, refusing it as soon as it is known to exceed `limit`.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let headers = &session.req_header().headers;
+    // The gateway validates bytes as they are: an encoded body would be validated as garbage,
+    // and a mislabelled one would reach the upstream with a wrong label.
+    if headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(GatewayError::Body(body::BodyError::UnsupportedContentType));
+    }
+    // Clients that wait for `100 Continue` before sending the body would otherwise stall
+    // until the read deadline. Only asked once the token and the declared size passed.
+    if headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| GatewayError::BadRequest)?;
+    }
+    let mut buf = BytesMut::with_capacity(declared.map_or(1024, |l| l as usize));
+    let read_all = async {
+        while let Some(chunk) = session
+            .read_request_body()
+            .await
+            .map_err(|_| GatewayError::BadRequest)?
+        {
+            if buf.len() + chunk.len() > limit {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read_all)
+        .await
+        .map_err(|_| GatewayError::BadRequest)??;
+    Ok(buf.freeze())
+}
+
+/// The client's `X-Request-Id` when it is a sane token, else a fresh random one. Anything else
+/// (too long, control characters, spaces) is replaced, so it is safe in logs and headers.
+fn request_id(client: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(value) = client {
+        let bytes = value.as_bytes();
+        let sane = (1..=128).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if sane {
+            return value.clone();
+        }
+    }
+    generate_request_id()
+}
+
+/// A fresh random request id: 32 lowercase hex digits.
+pub fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for slot in out.iter_mut() {
+        *slot = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_id_is_kept_when_sane() {
+        let id = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(request_id(Some(&id)), id);
+    }
+
+    #[test]
+    fn hostile_request_id_is_replaced() {
+        let long = "a".repeat(129);
+        for bad in ["has space", "quote\"", long.as_str()] {
+            let id = HeaderValue::from_str(bad).unwrap();
+            let got = request_id(Some(&id));
+            assert_ne!(got, id);
+            assert_eq!(got.len(), 32);
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_differ() {
+        assert_ne!(generate_request_id(), generate_request_id());
+    }
+}

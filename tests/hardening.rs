@@ -768,3 +768,60 @@ async fn an_upstream_body_that_claims_json_but_is_not_is_a_failure_never_relabel
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l["status"] == 502), "{lines:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hop-by-hop headers: one list, every route, both ways
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_never_reach_the_upstream_on_any_route() {
+    let (service, issuer, gateway) = started().await;
+    let token = token(&issuer);
+    for path in ["/v1/anything", "/elsewhere", "/v1/files/uploads"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\
+             TE: trailers\r\nProxy-Authorization: Basic eDp5\r\nX-Kept: 1\r\n\r\n"
+        );
+        let (response, _) = raw(gateway.addr, request.as_bytes());
+        assert!(status_of(&response) > 0, "{path}: {response}");
+        let received = service.received();
+        let upstream = received.last().expect("forwarded");
+        assert_eq!(upstream.uri.path(), path);
+        for gone in ["x-secret", "keep-alive", "te", "proxy-authorization"] {
+            assert!(
+                upstream.headers.get(gone).is_none(),
+                "{path}: {gone} reached the upstream"
+            );
+        }
+        assert_eq!(upstream.headers["x-kept"], "1", "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_of_the_upstream_never_reach_the_client_on_any_route() {
+    let upstream = RawUpstream::start(vec![Step::Send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+          Connection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\n\
+          Proxy-Authenticate: Basic\r\nX-Kept: 1\r\n\r\nok",
+    )])
+    .await;
+    let (gateway, token) = gateway_over(upstream.addr, &[]).await;
+    for path in ["/v1/files/other", "/elsewhere"] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let (response, _) = raw(gateway.addr, request.as_bytes());
+        assert_eq!(status_of(&response), 200, "{path}: {response}");
+        let head = response.split_once("\r\n\r\n").map_or("", |(h, _)| h);
+        let head = head.to_ascii_lowercase();
+        for gone in ["x-internal:", "keep-alive:", "proxy-authenticate:"] {
+            assert!(
+                !head.contains(gone),
+                "{path}: {gone} reached the client\n{head}"
+            );
+        }
+        assert!(head.contains("x-kept: 1"), "{path}: {head}");
+        assert_eq!(body_of(&response), "ok");
+    }
+}

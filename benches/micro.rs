@@ -14,6 +14,13 @@
 //!
 //! Keep runs short on small machines: `cargo bench --bench micro -- --warm-up-time 1
 //! --measurement-time 3`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    reason = "a test, bench or example fails loudly; criterion_group! defines an undocumented fn"
+)]
 
 use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};

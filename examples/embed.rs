@@ -16,6 +16,12 @@
 //! requests. Which requests are the API's is asked of [`route::classify`], never guessed from a
 //! prefix: a path that only reads as the API after decoding still goes to the treatment, which
 //! refuses it, instead of reaching the other service.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

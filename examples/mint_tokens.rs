@@ -15,6 +15,12 @@
 //! `token.txt` (one RS256 token: the "cached token" runs) and `cold_tokens.txt` (`--cold-count`
 //! distinct valid tokens, one per line, signed with `--cold-alg`: the "cold token" runs).
 //! Every token lives `--lifetime-s` seconds (default 23 h, under the gateway's 24 h cap).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 use std::fs;
 use std::io::{BufWriter, Write};

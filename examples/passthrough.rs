@@ -7,6 +7,12 @@
 //!
 //! It takes the same listen/upstream arguments as the gateway's config, so that
 //! `benches/load/run.sh` can compare the two built with the same release profile.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 use async_trait::async_trait;
 

@@ -7,14 +7,15 @@
 //! have to second-guess on the request path.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+
+use crate::auth::keyset::asymmetric_algorithm;
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The largest request body the gateway will buffer: Pingora's retry buffer holds 64 KiB, and a
 /// body beyond it could not be replayed on a retried connection.
@@ -62,7 +63,7 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 // one place and the rest of the code never sees an unchecked string.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileConfig {
     server: FileServer,
@@ -72,7 +73,7 @@ struct FileConfig {
     observability: FileObservability,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileServer {
     listen: Vec<String>,
@@ -104,7 +105,7 @@ impl Default for FileServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileUpstream {
     servers: Vec<String>,
@@ -134,7 +135,7 @@ impl Default for FileUpstream {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileApi {
     path_prefix: String,
@@ -152,7 +153,7 @@ impl Default for FileApi {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileAuth {
     jwks_url: String,
@@ -194,7 +195,7 @@ impl Default for FileAuth {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileObservability {
     admin_listen: String,
@@ -227,6 +228,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[observability]`
     pub observability: ObservabilitySettings,
+    /// The file as read, every absent key given its default: what `check` prints.
+    file: FileConfig,
 }
 
 /// `[server]`: listeners and limits.
@@ -367,120 +370,12 @@ impl Config {
         file.validate()
     }
 
-    /// The effective configuration as TOML, as `check` prints it.
+    /// The effective configuration as TOML, as `check` prints it: every key, defaults filled
+    /// in, in the file's own spelling.
     pub fn to_toml(&self) -> String {
-        let mut out = String::new();
-        let s = &self.server;
-        let u = &self.upstream;
-        let a = &self.api;
-        let t = &self.auth;
-        let o = &self.observability;
-        let path_or_empty = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        };
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "[server]\nlisten = {}\nthreads = {}\nmax_body_bytes = {}\nshutdown_grace_s = {}\n\
-                 tls_listen = {}\ntls_cert = {}\ntls_key = {}\nmax_header_bytes = {}\n\
-                 header_timeout_ms = {}\nkeepalive_timeout_s = {}\n\n",
-                toml_list(s.listen.iter()),
-                s.threads,
-                s.max_body_bytes,
-                s.shutdown_grace.as_secs(),
-                toml_list(s.tls_listen.iter()),
-                toml_str(&path_or_empty(&s.tls_cert)),
-                toml_str(&path_or_empty(&s.tls_key)),
-                s.max_header_bytes,
-                s.header_timeout.as_millis(),
-                s.keepalive_timeout.as_secs(),
-            ),
-        );
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "[upstream]\nservers = {}\ntls = {}\nsni = {}\nca_file = {}\nconnect_timeout_ms = {}\n\
-                 read_timeout_ms = {}\nresponse_timeout_ms = {}\nhealth_check_interval_ms = {}\n\
-                 keepalive_pool_size = {}\n\n",
-                toml_list(u.server_names.iter()),
-                u.tls,
-                toml_str(&u.sni),
-                toml_str(&path_or_empty(&u.ca_file)),
-                u.connect_timeout.as_millis(),
-                u.read_timeout.as_millis(),
-                u.response_timeout.as_millis(),
-                u.health_check_interval.as_millis(),
-                u.keepalive_pool_size,
-            ),
-        );
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "[api]\npath_prefix = {}\nupload_id_pattern = {}\nmax_nb_chunks = {}\n\n",
-                toml_str(&a.path_prefix),
-                toml_str(a.upload_id_pattern.as_str()),
-                a.max_nb_chunks,
-            ),
-        );
-        let (url, file) = match &t.jwks {
-            JwksSource::Url(u) => (u.clone(), String::new()),
-            JwksSource::File(f) => (String::new(), f.display().to_string()),
-        };
-        let claims: Vec<String> = t
-            .claims_to_headers
-            .iter()
-            .map(|(claim, header)| format!("{} = {}", toml_str(claim), toml_str(header.as_str())))
-            .collect();
-        let algorithms: Vec<String> = t.algorithms.iter().map(|a| format!("{a:?}")).collect();
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "[auth]\njwks_url = {}\njwks_file = {}\nissuer = {}\naudiences = {}\n\
-                 algorithms = {}\nleeway_s = {}\nmax_token_lifetime_s = {}\npublic_paths = {}\n\
-                 jwks_min_refresh_s = {}\njwks_max_refresh_s = {}\nunknown_kid_cooldown_s = {}\n\
-                 required_scopes = {}\nforward_token = {}\nclaims_to_headers = {{ {} }}\n\
-                 verified_cache_capacity = {}\n\n",
-                toml_str(&url),
-                toml_str(&file),
-                toml_str(t.issuer.as_deref().unwrap_or("")),
-                toml_list(t.audiences.iter()),
-                toml_list(algorithms.iter()),
-                t.leeway_s,
-                t.max_token_lifetime_s,
-                toml_list(t.public_paths.iter()),
-                t.jwks_min_refresh.as_secs(),
-                t.jwks_max_refresh.as_secs(),
-                t.unknown_kid_cooldown.as_secs(),
-                toml_list(t.required_scopes.iter()),
-                t.forward_token,
-                claims.join(", "),
-                t.verified_cache_capacity,
-            ),
-        );
-        let _ = fmt::Write::write_fmt(
-            &mut out,
-            format_args!(
-                "[observability]\nadmin_listen = {}\nlog_format = {}\n",
-                toml_str(&o.admin_listen.map(|a| a.to_string()).unwrap_or_default()),
-                toml_str(match o.log_format {
-                    LogFormat::Json => "json",
-                    LogFormat::Text => "text",
-                }),
-            ),
-        );
-        out
+        // Plain strings, numbers, booleans and tables: serialising them cannot fail.
+        toml::to_string(&self.file).unwrap_or_default()
     }
-}
-
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
-}
-
-fn toml_list<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
-    let parts: Vec<String> = items.map(|i| toml_str(&i.to_string())).collect();
-    format!("[{}]", parts.join(", "))
 }
 
 /// toml's messages carry the key path (`unknown field ...` / `invalid type ... for key ...`);
@@ -526,43 +421,25 @@ fn optional_path(value: &str) -> Option<PathBuf> {
     (!value.is_empty()).then(|| PathBuf::from(value))
 }
 
-/// Parses an algorithm name, refusing everything that is not an asymmetric signature: `none`
-/// and the HMAC family would let anyone holding the public key mint tokens.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    let alg = match name {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        "HS256" | "HS384" | "HS512" => {
-            return Err(format!(
-                "{name} is symmetric and never accepted: a gateway must not share the signing secret"
-            ))
-        }
-        "none" | "None" | "NONE" => return Err("\"none\" is never accepted".into()),
-        other => {
-            return Err(format!(
-                "unknown algorithm {other:?} (allowed: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
-            ))
-        }
-    };
-    Ok(alg)
-}
-
 impl FileConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        Ok(Config {
+        let mut file = self.clone();
+        let config = Config {
+            file: FileConfig::default(),
             server: self.server.validate()?,
             upstream: self.upstream.validate()?,
             api: self.api.validate()?,
             auth: self.auth.validate()?,
             observability: self.observability.validate()?,
-        })
+        };
+        // What `check` prints is what the gateway will use: header names as sent.
+        file.auth.claims_to_headers = config
+            .auth
+            .claims_to_headers
+            .iter()
+            .map(|(claim, header)| (claim.clone(), header.as_str().to_owned()))
+            .collect();
+        Ok(Config { file, ..config })
     }
 }
 
@@ -770,7 +647,8 @@ impl FileAuth {
         }
         let mut algorithms = Vec::with_capacity(self.algorithms.len());
         for name in &self.algorithms {
-            let alg = parse_algorithm(name).map_err(|p| invalid("auth.algorithms", p))?;
+            let alg = asymmetric_algorithm(name)
+                .map_err(|p| invalid("auth.algorithms", p.to_string()))?;
             if !algorithms.contains(&alg) {
                 algorithms.push(alg);
             }
@@ -1058,8 +936,11 @@ mod tests {
         let printed = c.to_toml();
         let again = Config::from_toml(&printed).unwrap();
         assert_eq!(again.to_toml(), printed);
-        assert!(
-            printed.contains("\"sub\" = \"x-auth-subject\""),
+        // The header name as the gateway sends it, under `[auth.claims_to_headers]`.
+        let table: toml::Table = printed.parse().unwrap();
+        assert_eq!(
+            table["auth"]["claims_to_headers"]["sub"].as_str(),
+            Some("x-auth-subject"),
             "{printed}"
         );
     }

@@ -1,5 +1,11 @@
 //! End to end: bearer tokens against a real JWKS server on loopback (SPEC §4.4). Every refused
 //! case also checks that the upstream never saw the request.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! End to end: the command line (`check`, `--help`, missing config).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

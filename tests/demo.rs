@@ -1,6 +1,12 @@
 //! End to end: `upload-gateway demo` as a newcomer runs it: start it, paste the printed token
 //! export and curl commands into a shell, get the documented COMPLETING response in JSON and
 //! in XML.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! End to end: `examples/embed.rs`, a platform proxy of its own that embeds the gateway's
 //! treatment (SPEC §4.13). Its own route is answered by itself, the other service gets its
 //! requests untouched and without a token, and the upload API gets the whole treatment.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! End to end: the finish-upload call through the real proxy (SPEC §4.1-4.3, §4.6, §4.7).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! End to end: forwarding, failover, 502/504, request ids, forwarded headers, SIGTERM drain.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

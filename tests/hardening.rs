@@ -1,6 +1,12 @@
 //! End to end, as an attacker would (SPEC §4.8): hostile clients on raw sockets (the HTTP is
 //! often deliberately malformed, which no HTTP client library would send), hostile upstreams
 //! written byte by byte, and a broken IdP, all on loopback against the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! End to end: metrics, readiness and logs on the admin listener and the process output.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test, bench or example fails loudly"
+)]
 
 mod common;
 

@@ -357,7 +357,7 @@ fn usable_key(jwk: &Map<String, Value>) -> Result<UsableKey, SkipReason> {
         }
     }
     let alg = optional_str(jwk, "alg")?
-        .map(|name| asymmetric_algorithm(name).ok_or(SkipReason::AlgorithmNotAllowed))
+        .map(|name| asymmetric_algorithm(name).map_err(|_| SkipReason::AlgorithmNotAllowed))
         .transpose()?;
 
     let material = match kty {
@@ -477,20 +477,30 @@ fn okp_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
     })
 }
 
-/// The asymmetric algorithm named `name`; `None` for HS*, `none` and anything unknown.
-pub(crate) fn asymmetric_algorithm(name: &str) -> Option<Algorithm> {
-    Some(match name {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => return None,
-    })
+/// Why an algorithm name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlgorithmRefused {
+    /// An HMAC algorithm: verifying it would mean sharing the signing secret, and a public key
+    /// used as an HMAC secret would let anyone mint tokens.
+    #[error("{0} is symmetric and never accepted: a gateway must not share the signing secret")]
+    Symmetric(String),
+    /// `none`, or a name jsonwebtoken does not know.
+    #[error(
+        "unknown algorithm {0:?} (allowed: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"
+    )]
+    Unknown(String),
+}
+
+/// The asymmetric algorithm named `name` (jsonwebtoken's names, `Algorithm::from_str`): the
+/// one parser of algorithm names, for the configuration, JWKs and token headers alike.
+pub fn asymmetric_algorithm(name: &str) -> Result<Algorithm, AlgorithmRefused> {
+    match name.parse::<Algorithm>() {
+        Ok(alg) if alg.family() == AlgorithmFamily::Hmac => {
+            Err(AlgorithmRefused::Symmetric(name.to_owned()))
+        }
+        Ok(alg) => Ok(alg),
+        Err(_) => Err(AlgorithmRefused::Unknown(name.to_owned())),
+    }
 }
 
 fn optional_str<'a>(

@@ -89,27 +89,41 @@ pub fn answered(ctx: &mut RequestCtx) {
 /// mapping for every route: timeouts are 504, an answer that is not HTTP (or a body that is
 /// not what it claims) is 502 `upstream_invalid`, any other upstream failure 502.
 pub fn classify(e: &Error) -> Option<GatewayError> {
-    use ErrorType::*;
     let upstream = matches!(e.esource(), ErrorSource::Upstream);
     match e.etype() {
-        ConnectTimedout | TLSHandshakeTimedout => Some(GatewayError::UpstreamTimeout),
+        ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => {
+            Some(GatewayError::UpstreamTimeout)
+        }
         // A slow client is not an upstream timeout.
-        ReadTimedout | WriteTimedout if upstream => Some(GatewayError::UpstreamTimeout),
-        HTTPStatus(code) if *code == 504 => Some(GatewayError::UpstreamTimeout),
-        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 if upstream => {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout if upstream => {
+            Some(GatewayError::UpstreamTimeout)
+        }
+        ErrorType::HTTPStatus(code) if *code == 504 => Some(GatewayError::UpstreamTimeout),
+        ErrorType::InvalidHTTPHeader
+        | ErrorType::H1Error
+        | ErrorType::H2Error
+        | ErrorType::InvalidH2
+            if upstream =>
+        {
             Some(GatewayError::UpstreamInvalid)
         }
         _ => match e.esource() {
             ErrorSource::Upstream => Some(GatewayError::UpstreamUnreachable),
             ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed | WriteTimedout => None,
+                ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::WriteTimedout => None,
                 _ => Some(GatewayError::BadRequest),
             },
             ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
-                ReadTimedout | WriteTimedout => Some(GatewayError::UpstreamTimeout),
-                ConnectNoRoute | ConnectRefused | ConnectError | ConnectProxyFailure => {
-                    Some(GatewayError::UpstreamUnreachable)
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                    Some(GatewayError::UpstreamTimeout)
                 }
+                ErrorType::ConnectNoRoute
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectError
+                | ErrorType::ConnectProxyFailure => Some(GatewayError::UpstreamUnreachable),
                 _ => Some(GatewayError::Internal("proxy_failure")),
             },
         },

@@ -53,3 +53,4 @@ pub mod render;
 pub mod request;
 pub mod route;
 pub mod server;
+pub mod xml_names;

@@ -23,6 +23,7 @@
 //!   adds whitespace inside a leaf, so text is identical in both modes. No trailing newline.
 //! - Element names: see [`element_name`].
 
+use crate::xml_names::{is_name_char, is_name_start_char, is_unprefixed_name};
 use std::borrow::Cow;
 
 use serde_json::Value;
@@ -62,7 +63,7 @@ pub fn write_xml_skipping_null_keys(value: &Value, human: bool, out: &mut Vec<u8
 /// stays well-formed.
 #[must_use]
 pub fn element_name(key: &str) -> Cow<'_, str> {
-    if is_name(key) {
+    if is_unprefixed_name(key) {
         return Cow::Borrowed(key);
     }
     let mut name = String::with_capacity(key.len() + 1);
@@ -78,31 +79,6 @@ pub fn element_name(key: &str) -> Cow<'_, str> {
     }
     name.extend(chars.map(|c| if is_name_char(c) { c } else { '_' }));
     Cow::Owned(name)
-}
-
-fn is_name(key: &str) -> bool {
-    let mut chars = key.chars();
-    match chars.next() {
-        Some(first) => is_name_start_char(first) && chars.all(is_name_char),
-        None => false,
-    }
-}
-
-/// XML 1.0 Fifth Edition `NameStartChar`, minus `:` (namespace prefixes are never produced).
-fn is_name_start_char(c: char) -> bool {
-    matches!(c,
-        'a'..='z' | 'A'..='Z' | '_'
-        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
-        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
-        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
-        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
-}
-
-/// XML 1.0 Fifth Edition `NameChar`, minus `:`.
-fn is_name_char(c: char) -> bool {
-    is_name_start_char(c)
-        || matches!(c,
-            '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
 fn write_document(value: &Value, human: bool, keep_null_keys: bool, out: &mut Vec<u8>) {

@@ -32,6 +32,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use crate::media::{MediaType, ResponseFormat};
+use crate::xml_names::{is_unprefixed_name, is_xml_char};
 
 /// The deepest nesting accepted, counting the `upload` object or element as 1: the XML root,
 /// the bare JSON top level, the wrapped form's `"upload"` value (its outer object is not
@@ -536,7 +537,7 @@ impl Element {
     fn open(start: &BytesStart<'_>) -> Result<Self, BodyError> {
         let name =
             std::str::from_utf8(start.name().into_inner()).map_err(|_| BodyError::NotUtf8)?;
-        if !is_unprefixed_xml_name(name) {
+        if !is_unprefixed_name(name) {
             return Err(BodyError::XmlName);
         }
         for attribute in start.attributes() {
@@ -718,31 +719,6 @@ fn is_utf8_label(label: &[u8]) -> bool {
 /// Whitespace in both JSON and XML.
 fn is_xml_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
-}
-
-/// XML 1.0 `Char`.
-fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-}
-
-/// XML 1.0 (fifth edition) `Name` without `:`, i.e. a namespace `NCName`.
-fn is_unprefixed_xml_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
-}
-
-fn is_name_start_char(c: char) -> bool {
-    matches!(c,
-        'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
-        | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
-        | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
-        | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
-        | '\u{10000}'..='\u{EFFFF}')
-}
-
-fn is_name_char(c: char) -> bool {
-    is_name_start_char(c)
-        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::AdminService;
 use crate::config::Config;
-use crate::jwks::Authenticator;
+use crate::jwks::{Authenticator, JwksRefresher};
 use crate::metrics::Metrics;
 use crate::proxy::edge::{EdgeApp, EdgeLimits};
 use crate::proxy::{Gateway, InFlightCounter, UploadApi};
@@ -206,7 +206,7 @@ pub fn parts(config: Arc<Config>, server: &Server) -> Result<Parts, StartError> 
             .map_err(|e| StartError::Pingora(e.to_string()))?,
     );
     load_keys_before_serving(&auth);
-    let jwks_service = background_service("jwks refresh", auth.refresher());
+    let jwks_service = background_service("jwks refresh", JwksRefresher::new(auth.clone()));
 
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,

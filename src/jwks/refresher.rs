@@ -9,14 +9,21 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::Authenticator;
+use super::live::Authenticator;
 
 /// Retry backoff cap while fetches fail.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Pingora background service: loads at start, then refreshes on the schedule the issuer asks
 /// for, retrying failures with a backoff capped at 30 s.
-pub struct JwksRefresher(pub(super) Arc<Authenticator>);
+pub struct JwksRefresher(Arc<Authenticator>);
+
+impl JwksRefresher {
+    /// The refresher of `auth`'s key set.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self(auth)
+    }
+}
 
 #[async_trait]
 impl BackgroundService for JwksRefresher {

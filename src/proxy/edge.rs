@@ -39,7 +39,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
 use super::logging::AccessLine;
-use super::Gateway;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::render::RenderOptions;
@@ -113,7 +112,7 @@ impl ConnectionState {
 ///
 /// Any `ProxyHttp` can run behind it (an embedder's own proxy too); its `new_ctx` should call
 /// [`request_accepted`], as [`super::UploadApi::new_ctx`] does.
-pub struct EdgeApp<SV = Gateway> {
+pub struct EdgeApp<SV> {
     proxy: Arc<HttpProxy<SV>>,
     limits: EdgeLimits,
     metrics: Arc<Metrics>,

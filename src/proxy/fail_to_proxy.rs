@@ -7,13 +7,14 @@ use pingora::proxy::{FailToProxy, Session};
 use pingora::Error;
 
 use super::ctx::RequestCtx;
+use super::shared::Shared;
 use super::upstream::deadline::Watchdog;
-use super::{respond, upstream, UploadApi};
+use super::{respond, upstream};
 use crate::error::GatewayError;
 
 /// Answers (or aborts) the failed request; the error code is what the log and metrics carry.
 pub async fn run(
-    _api: &UploadApi,
+    _api: &Shared,
     session: &mut Session,
     e: &Error,
     ctx: &mut RequestCtx,

@@ -10,11 +10,11 @@ use pingora::proxy::Session;
 use pingora::Error;
 
 use super::ctx::RequestCtx;
-use super::UploadApi;
+use super::shared::Shared;
 use crate::error::GatewayError;
 
 /// One structured line per request, and the request metrics.
-pub fn run(api: &UploadApi, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let status = match (&ctx.error, ctx.aborted) {
         // What was begun never completed: the outcome is the failure, not the head sent.
         (Some(error), true) => error.status(),

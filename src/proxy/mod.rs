@@ -26,6 +26,7 @@ pub mod logging;
 pub mod request_filter;
 pub mod respond;
 pub mod response_filter;
+pub mod shared;
 pub mod upstream;
 pub mod upstream_request;
 
@@ -47,19 +48,14 @@ use crate::jwks::Authenticator;
 use crate::metrics::Metrics;
 
 pub use ctx::{InFlightCounter, RequestCtx};
+use shared::Shared;
 
 /// The gateway's treatment of the upload API, shared by all requests: configuration,
 /// upstreams, authentication and metrics. Call its methods from the matching phases of a
 /// `ProxyHttp` (with a [`RequestCtx`] kept in that proxy's own context) for every request the
 /// proxy routes to the API; `examples/embed.rs` shows the whole wiring.
 pub struct UploadApi {
-    pub(crate) config: Arc<Config>,
-    pub(crate) upstreams: Arc<LoadBalancer<RoundRobin>>,
-    pub(crate) auth: Arc<Authenticator>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) in_flight: InFlightCounter,
-    /// Upstream connections (and their keep-alive pool) of the finish call's own exchange.
-    pub(crate) connector: Connector,
+    shared: Shared,
 }
 
 impl UploadApi {
@@ -73,18 +69,20 @@ impl UploadApi {
         connector: Connector,
     ) -> Self {
         Self {
-            config,
-            upstreams,
-            auth,
-            metrics,
-            in_flight: InFlightCounter::default(),
-            connector,
+            shared: Shared {
+                config,
+                upstreams,
+                auth,
+                metrics,
+                in_flight: InFlightCounter::default(),
+                connector,
+            },
         }
     }
 
     /// The validated configuration the treatment runs on.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// What the admin listener reports on: metrics, key-set state, upstream health.
@@ -96,21 +94,21 @@ impl UploadApi {
         Arc<LoadBalancer<RoundRobin>>,
     ) {
         (
-            self.metrics.clone(),
-            self.auth.clone(),
-            self.upstreams.clone(),
+            self.shared.metrics.clone(),
+            self.shared.auth.clone(),
+            self.shared.upstreams.clone(),
         )
     }
 
     /// The requests this treatment is handling right now (shared counter).
     pub fn in_flight(&self) -> InFlightCounter {
-        self.in_flight.clone()
+        self.shared.in_flight.clone()
     }
 
     /// `new_ctx`: a fresh context, counted in flight until dropped.
     pub fn new_ctx(&self) -> RequestCtx {
         edge::request_accepted();
-        RequestCtx::new(&self.in_flight)
+        RequestCtx::new(&self.shared.in_flight)
     }
 
     /// `request_filter`: true when the request has been answered (a refusal, or the finish
@@ -120,17 +118,17 @@ impl UploadApi {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        request_filter::run(self, session, ctx).await
+        request_filter::run(&self.shared, session, ctx).await
     }
 
     /// `upstream_peer`: the server for this attempt.
     pub fn upstream_peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        upstream::select_peer(self, ctx).map(Box::new)
+        upstream::select_peer(&self.shared, ctx).map(Box::new)
     }
 
     /// `fail_to_connect`: marks the failure retryable when the retry rule allows it.
     pub fn fail_to_connect(&self, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        e.set_retry(upstream::retry_connect(self, ctx));
+        e.set_retry(upstream::retry_connect(&self.shared, ctx));
         e
     }
 
@@ -142,7 +140,7 @@ impl UploadApi {
         ctx: &mut RequestCtx,
     ) {
         #[cfg(unix)]
-        upstream::deadline::watch(self, fd, digest, ctx);
+        upstream::watch(&self.shared, fd, digest, ctx);
     }
 
     /// `upstream_request_filter`: writes what was decided into the upstream request.
@@ -152,7 +150,7 @@ impl UploadApi {
         upstream_request: &mut RequestHeader,
         ctx: &RequestCtx,
     ) -> Result<()> {
-        upstream_request::write(self, session, upstream_request, ctx)
+        upstream_request::write(&self.shared, session, upstream_request, ctx)
     }
 
     /// `response_filter`: stamps the answer and decides whether its body is rendered.
@@ -189,7 +187,7 @@ impl UploadApi {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        fail_to_proxy::run(self, session, e, ctx).await
+        fail_to_proxy::run(&self.shared, session, e, ctx).await
     }
 
     /// `request_summary`: what Pingora may print about the request: never its path, query or
@@ -200,7 +198,7 @@ impl UploadApi {
 
     /// `logging`: the access line and the request metrics.
     pub fn logging(&self, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-        logging::run(self, session, e, ctx);
+        logging::run(&self.shared, session, e, ctx);
     }
 }
 

@@ -13,8 +13,9 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::{RequestCtx, UpstreamQuery};
+use super::shared::Shared;
 use super::upstream::headers::X_REQUEST_ID;
-use super::{respond, upstream, UploadApi};
+use super::{respond, upstream};
 use crate::error::GatewayError;
 use crate::request::{body, query};
 use crate::route::{self, Route};
@@ -24,7 +25,7 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decides, then answers a refusal or the finish call; `Ok(false)` hands the request to
 /// Pingora's proxy loop.
-pub async fn run(api: &UploadApi, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+pub async fn run(api: &Shared, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     match decide(api, session, ctx).await {
         Ok(()) if ctx.route == Route::FinishUpload => {
             upstream::exchange::finish_upload(api, session, ctx).await?;
@@ -40,7 +41,7 @@ pub async fn run(api: &UploadApi, session: &mut Session, ctx: &mut RequestCtx) -
 
 /// Everything decided before the upstream is contacted, in the order of SPEC §4.
 async fn decide(
-    api: &UploadApi,
+    api: &Shared,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {

@@ -13,15 +13,15 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::ctx::{RequestCtx, UpstreamQuery};
+use super::shared::Shared;
 use super::upstream::headers::{self, X_REQUEST_ID};
-use super::UploadApi;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// Writes the decisions into the request that goes upstream, on either path.
 pub fn write(
-    api: &UploadApi,
+    api: &Shared,
     session: &Session,
     req: &mut RequestHeader,
     ctx: &RequestCtx,
@@ -110,7 +110,7 @@ const METHOD_OVERRIDES: [&str; 3] = [
 
 /// Whether a header name is, or would be read by a CGI-style upstream as, one of the
 /// headers the gateway fills from verified claims.
-fn is_identity_header(api: &UploadApi, name: &str) -> bool {
+fn is_identity_header(api: &Shared, name: &str) -> bool {
     api.config.auth.claims_to_headers.iter().any(|(_, header)| {
         let header = header.as_str().as_bytes();
         name.len() == header.len()

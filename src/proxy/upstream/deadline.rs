@@ -81,23 +81,3 @@ pub async fn before<T>(deadline: Instant, read: impl Future<Output = Result<T>>)
         }
     }
 }
-
-/// The proxy loop connected to the upstream: the answer's deadline starts, and a watchdog
-/// holds the connection to it.
-#[cfg(unix)]
-pub fn watch(
-    api: &crate::proxy::UploadApi,
-    fd: std::os::unix::io::RawFd,
-    digest: Option<&pingora::protocols::Digest>,
-    ctx: &mut crate::proxy::RequestCtx,
-) {
-    let deadline = super::request_sent(api, ctx);
-    let socket = digest.and_then(|d| d.socket_digest.as_ref());
-    let local = socket
-        .and_then(|s| s.local_addr())
-        .and_then(|a| a.as_inet());
-    let peer = socket.and_then(|s| s.peer_addr()).and_then(|a| a.as_inet());
-    if let (Some(local), Some(peer)) = (local, peer) {
-        ctx.watchdog = Some(Watchdog::start(fd, *local, *peer, deadline));
-    }
-}

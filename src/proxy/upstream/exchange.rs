@@ -27,7 +27,8 @@ use super::{classify_upstream, retry_stale, select_peer};
 use crate::error::GatewayError;
 use crate::proxy::ctx::RequestCtx;
 use crate::proxy::response_filter::{is_renderable, mark_rendered, rendered, RENDER_LIMIT};
-use crate::proxy::{respond, upstream_request, UploadApi};
+use crate::proxy::shared::Shared;
+use crate::proxy::{respond, upstream_request};
 
 /// Informational responses skipped before the final one; more means a misbehaving upstream.
 const MAX_INFORMATIONAL: u8 = 8;
@@ -36,7 +37,7 @@ const MAX_INFORMATIONAL: u8 = 8;
 /// answer's header is written becomes the API's envelope; a failure after it can only close
 /// the connection, which the returned error does.
 pub async fn finish_upload(
-    api: &UploadApi,
+    api: &Shared,
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
@@ -92,7 +93,7 @@ pub async fn finish_upload(
 /// Connects (retrying as described in the module), sends the request and reads the
 /// response header.
 async fn send_upstream(
-    api: &UploadApi,
+    api: &Shared,
     session: &Session,
     ctx: &mut RequestCtx,
 ) -> Result<(HttpSession, HttpPeer), GatewayError> {
@@ -132,7 +133,7 @@ async fn send_upstream(
 /// with everything [`upstream_request::write`] decides (which also frames the
 /// canonical body: `Content-Length`, no `Expect`).
 fn upstream_request(
-    api: &UploadApi,
+    api: &Shared,
     session: &Session,
     ctx: &RequestCtx,
 ) -> Result<Box<RequestHeader>> {
@@ -149,7 +150,7 @@ fn upstream_request(
 }
 
 /// Returns a finished exchange's connection to the pool, when it can be reused.
-async fn release(api: &UploadApi, upstream: HttpSession, peer: &HttpPeer) {
+async fn release(api: &Shared, upstream: HttpSession, peer: &HttpPeer) {
     api.connector
         .release_http_session(upstream, peer, peer.options.idle_timeout)
         .await;

@@ -18,7 +18,7 @@ use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::ctx::RequestCtx;
-use super::UploadApi;
+use super::shared::Shared;
 use crate::error::GatewayError;
 
 /// Attempts per request: the first, plus one retry of a connect failure on another server.
@@ -32,7 +32,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Picks a healthy upstream for the next attempt, preferring one other than the last
 /// attempt's, counts the attempt, and sets the configured timeouts on the peer.
-pub fn select_peer(api: &UploadApi, ctx: &mut RequestCtx) -> Result<HttpPeer> {
+pub fn select_peer(api: &Shared, ctx: &mut RequestCtx) -> Result<HttpPeer> {
     ctx.attempts += 1;
     let previous = ctx.upstream;
     let backend = api
@@ -59,7 +59,7 @@ pub fn select_peer(api: &UploadApi, ctx: &mut RequestCtx) -> Result<HttpPeer> {
 }
 
 /// Whether a failed connect may be tried again (on another server): nothing was sent.
-pub fn retry_connect(api: &UploadApi, ctx: &RequestCtx) -> bool {
+pub fn retry_connect(api: &Shared, ctx: &RequestCtx) -> bool {
     ctx.attempts < MAX_ATTEMPTS && api.config.upstream.servers.len() > 1
 }
 
@@ -74,7 +74,7 @@ pub fn retry_stale(reused: bool, e: &Error, stale_retries: u8) -> bool {
 }
 
 /// The request has been written: the answer's deadline starts now.
-pub fn request_sent(api: &UploadApi, ctx: &mut RequestCtx) -> Instant {
+pub fn request_sent(api: &Shared, ctx: &mut RequestCtx) -> Instant {
     let deadline = Instant::now() + api.config.upstream.response_timeout;
     ctx.upstream_deadline = Some(deadline);
     deadline
@@ -83,6 +83,26 @@ pub fn request_sent(api: &UploadApi, ctx: &mut RequestCtx) -> Instant {
 /// The upstream's response head arrived: the upstream latency the metrics and the log carry.
 pub fn answered(ctx: &mut RequestCtx) {
     ctx.upstream_latency = Some(ctx.started.elapsed());
+}
+
+/// The proxy loop connected to the upstream: the answer's deadline starts, and a watchdog
+/// holds the connection to it.
+#[cfg(unix)]
+pub fn watch(
+    api: &Shared,
+    fd: std::os::unix::io::RawFd,
+    digest: Option<&pingora::protocols::Digest>,
+    ctx: &mut RequestCtx,
+) {
+    let deadline = request_sent(api, ctx);
+    let socket = digest.and_then(|d| d.socket_digest.as_ref());
+    let local = socket
+        .and_then(|s| s.local_addr())
+        .and_then(|a| a.as_inet());
+    let peer = socket.and_then(|s| s.peer_addr()).and_then(|a| a.as_inet());
+    if let (Some(local), Some(peer)) = (local, peer) {
+        ctx.watchdog = Some(deadline::Watchdog::start(fd, *local, *peer, deadline));
+    }
 }
 
 /// Maps a Pingora failure to the gateway's error, or `None` when the client is gone. The one

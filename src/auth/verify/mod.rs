@@ -14,55 +14,36 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aws_lc_rs::digest;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::UnitWeighter;
-use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use super::keyset::{asymmetric_algorithm, KeyLookupError, KeySet};
+use super::keyset::{asymmetric_algorithm, KeySet};
+
+mod bearer;
+mod cache;
+mod claims;
+mod error;
+mod policy;
+
+use bearer::bearer_token;
+use cache::{sha256, FingerprintHasher, TokenCache};
+use claims::{
+    check_audience, check_scopes, check_time_window, header_text, is_header_name, numeric_date,
+    TokenHeader, TokenTimes,
+};
+use error::decode_error;
+use policy::family_validation;
+
+pub use cache::CacheStats;
+pub use error::AuthError;
+pub use policy::{AuthPolicy, PolicyError};
 
 /// Longest token accepted, in bytes; longer ones are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// What a token must satisfy. Plain data built by the config layer; checked by
-/// [`TokenVerifier::new`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthPolicy {
-    /// Exact `iss` required when set.
-    pub issuer: Option<String>,
-    /// When non-empty, `aud` is required and one of its values must be in this list.
-    /// When empty, `aud` is not checked.
-    pub audiences: Vec<String>,
-    /// Allowed signature algorithms; asymmetric only (HS* is refused at construction).
-    pub algorithms: Vec<Algorithm>,
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
-    pub leeway_s: u64,
-    /// Longest accepted `exp - iat` (or `exp - now` without `iat`), in seconds.
-    pub max_token_lifetime_s: u64,
-    /// Scopes that must all appear in `scope` (space-separated) or `scp`.
-    pub required_scopes: Vec<String>,
-    /// (claim, header name): top-level claims sent upstream as headers.
-    pub claims_to_headers: Vec<(String, String)>,
-}
-
-/// Why an [`AuthPolicy`] cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    /// `algorithms` is empty: no token could ever be accepted.
-    #[error("auth.algorithms is empty")]
-    NoAlgorithms,
-    /// A shared-secret algorithm was listed; only asymmetric algorithms are allowed.
-    #[error("auth.algorithms: {0:?} is a shared-secret algorithm and is never accepted")]
-    SymmetricAlgorithm(Algorithm),
-    /// A `claims_to_headers` header name is not a valid HTTP field name.
-    #[error("auth.claims_to_headers: {0:?} is not a valid header name")]
-    InvalidHeaderName(String),
-}
 
 /// A token that passed every check, shared by all requests presenting it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,140 +72,6 @@ struct Recheck {
     key_set: u64,
 }
 
-/// Why a request's token was refused. `Display` never contains the token or any part of it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    /// No `Authorization` header, or an empty one.
-    #[error("no credentials")]
-    Missing,
-    /// An authorization scheme other than `Bearer`.
-    #[error("authorization scheme is not Bearer")]
-    NotBearer,
-    /// Not a well-formed `Bearer <JWS compact>` value, or a part does not decode.
-    #[error("malformed token")]
-    Malformed,
-    /// The token is longer than [`MAX_TOKEN_BYTES`].
-    #[error("token longer than {MAX_TOKEN_BYTES} bytes")]
-    TooLarge,
-    /// `alg` is `none`, HS*, unknown, or not in the policy.
-    #[error("token algorithm not allowed")]
-    AlgorithmNotAllowed,
-    /// The header has `crit`; no extension is understood.
-    #[error("token header has crit")]
-    CritUnsupported,
-    /// The `kid` is not in the key set (the caller may refresh it).
-    #[error("unknown kid")]
-    UnknownKid,
-    /// No key fits the token's `kid`/`alg`.
-    #[error("no key fits the token")]
-    NoMatchingKey,
-    /// No `kid`, and several keys fit the token's `alg`.
-    #[error("token without kid matches several keys")]
-    AmbiguousKey,
-    /// The signature does not verify.
-    #[error("bad signature")]
-    BadSignature,
-    /// No `exp` claim.
-    #[error("token has no exp")]
-    MissingExp,
-    /// A time claim (`exp`, `nbf`, `iat`) is not a non-negative number.
-    #[error("claim {claim} has an invalid value")]
-    InvalidClaim {
-        /// The claim's name.
-        claim: &'static str,
-    },
-    /// `exp` is past (beyond the leeway).
-    #[error("token expired")]
-    Expired,
-    /// `nbf` is in the future (beyond the leeway).
-    #[error("token not yet valid")]
-    NotYetValid,
-    /// `iat` is in the future (beyond the leeway).
-    #[error("token issued in the future")]
-    IssuedInFuture,
-    /// An issuer is configured and the token has no `iss`.
-    #[error("token has no iss")]
-    MissingIssuer,
-    /// `iss` is not the configured issuer (or not a string).
-    #[error("wrong issuer")]
-    WrongIssuer,
-    /// Audiences are configured and the token has no `aud`.
-    #[error("token has no aud")]
-    MissingAudience,
-    /// No `aud` value is a configured audience, or `aud` is not a string / array of strings.
-    #[error("wrong audience")]
-    WrongAudience,
-    /// The token lives longer than the policy allows.
-    #[error("token lifetime exceeds the maximum")]
-    LifetimeTooLong,
-    /// A required scope is missing (the token itself is valid).
-    #[error("insufficient scope")]
-    InsufficientScope,
-}
-
-impl AuthError {
-    /// The snake_case reason for logs and the auth-failure metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing",
-            AuthError::NotBearer => "not_bearer",
-            AuthError::Malformed => "malformed",
-            AuthError::TooLarge => "too_large",
-            AuthError::AlgorithmNotAllowed => "alg_not_allowed",
-            AuthError::CritUnsupported => "crit_unsupported",
-            AuthError::UnknownKid => "unknown_kid",
-            AuthError::NoMatchingKey => "no_matching_key",
-            AuthError::AmbiguousKey => "ambiguous_key",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::MissingExp => "missing_exp",
-            AuthError::InvalidClaim { .. } => "invalid_claim",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "not_yet_valid",
-            AuthError::IssuedInFuture => "issued_in_future",
-            AuthError::MissingIssuer => "missing_issuer",
-            AuthError::WrongIssuer => "wrong_issuer",
-            AuthError::MissingAudience => "missing_audience",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::LifetimeTooLong => "lifetime_too_long",
-            AuthError::InsufficientScope => "insufficient_scope",
-        }
-    }
-
-    /// Whether the caller should refresh the key set (rate-limited) and retry once.
-    pub fn wants_key_refresh(&self) -> bool {
-        matches!(self, AuthError::UnknownKid)
-    }
-
-    /// The RFC 6750 `error` value for `WWW-Authenticate`.
-    pub fn www_authenticate_error(&self) -> &'static str {
-        match self {
-            AuthError::InsufficientScope => "insufficient_scope",
-            _ => "invalid_token",
-        }
-    }
-}
-
-impl From<KeyLookupError> for AuthError {
-    fn from(error: KeyLookupError) -> Self {
-        match error {
-            KeyLookupError::UnknownKid => AuthError::UnknownKid,
-            KeyLookupError::NoMatchingKey => AuthError::NoMatchingKey,
-            KeyLookupError::AmbiguousKey => AuthError::AmbiguousKey,
-        }
-    }
-}
-
-/// Verified-token cache counters, for the metrics endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Lookups that found a verified token.
-    pub hits: u64,
-    /// Lookups that had to verify the token.
-    pub misses: u64,
-    /// Tokens currently cached (approximate).
-    pub entries: u64,
-}
-
 /// Verifies bearer tokens under one [`AuthPolicy`] and caches the verified ones.
 pub struct TokenVerifier {
     policy: AuthPolicy,
@@ -237,18 +84,6 @@ pub struct TokenVerifier {
     hits: AtomicU64,
     misses: AtomicU64,
 }
-
-/// Verified tokens by the SHA-256 of the token. S3-FIFO (quick_cache): a hit is a hash lookup
-/// under a shard's read lock plus one atomic, with no frequency sketch or access queue to
-/// touch, so the cost stays close to one table probe as the cache grows. Expired entries are
-/// refused (and removed) on the hit that finds them; capacity bounds the rest.
-type TokenCache = Cache<
-    [u8; 32],
-    Arc<VerifiedToken>,
-    UnitWeighter,
-    FingerprintHasher,
-    DefaultLifecycle<[u8; 32], Arc<VerifiedToken>>,
->;
 
 impl TokenVerifier {
     /// Builds a verifier caching up to `cache_capacity` verified tokens (0 disables caching).
@@ -501,141 +336,6 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
-/// The header members the verifier reads; everything else (jku, x5u, jwk, x5c...) is ignored.
-#[derive(Deserialize)]
-struct TokenHeader {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    /// Whether `crit` is present at all (even empty or null, which RFC 7515 forbids).
-    #[serde(default, deserialize_with = "present")]
-    crit: bool,
-}
-
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
-}
-
-struct TokenTimes {
-    exp: u64,
-    nbf: Option<u64>,
-}
-
-/// The token of a `Bearer` credential: scheme case-insensitive, surrounding whitespace
-/// ignored, exactly one token (whitespace inside it is malformed), at most
-/// [`MAX_TOKEN_BYTES`], all checked without decoding anything.
-fn bearer_token(authorization: Option<&[u8]>) -> Result<&[u8], AuthError> {
-    let value = authorization.map(trim_whitespace).unwrap_or_default();
-    if value.is_empty() {
-        return Err(AuthError::Missing);
-    }
-    let (scheme, rest) = match value.iter().position(|&b| is_whitespace(b)) {
-        Some(end) => value.split_at(end),
-        None => (value, &[][..]),
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err(AuthError::NotBearer);
-    }
-    let token = trim_whitespace(rest);
-    if token.is_empty() {
-        return Err(AuthError::Malformed);
-    }
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(AuthError::TooLarge);
-    }
-    if token.iter().any(|&b| is_whitespace(b)) {
-        return Err(AuthError::Malformed);
-    }
-    Ok(token)
-}
-
-fn is_whitespace(byte: u8) -> bool {
-    byte == b' ' || byte == b'\t'
-}
-
-fn trim_whitespace(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| !is_whitespace(b))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| !is_whitespace(b))
-        .map_or(start, |last| last + 1);
-    bytes.get(start..end).unwrap_or_default()
-}
-
-/// Hashes a cache key by taking 8 of its bytes: the key is already a SHA-256 digest, uniform
-/// and not choosable by a client, so hashing it again would only cost time.
-#[derive(Clone, Copy, Default)]
-struct FingerprintHasher;
-
-impl std::hash::BuildHasher for FingerprintHasher {
-    type Hasher = FingerprintHash;
-
-    fn build_hasher(&self) -> FingerprintHash {
-        FingerprintHash(0)
-    }
-}
-
-/// See [`FingerprintHasher`]: the last 8-byte-or-longer write wins (the digest, after the
-/// array's length prefix).
-struct FingerprintHash(u64);
-
-impl std::hash::Hasher for FingerprintHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        if let Some(head) = bytes.first_chunk::<8>() {
-            self.0 = u64::from_le_bytes(*head);
-        }
-    }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = digest::digest(&digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-fn family_validation(algorithms: &[Algorithm], family: AlgorithmFamily) -> Option<Validation> {
-    let in_family: Vec<Algorithm> = algorithms
-        .iter()
-        .copied()
-        .filter(|alg| alg.family() == family)
-        .collect();
-    if in_family.is_empty() {
-        return None;
-    }
-    // Signature and algorithm checks only: jsonwebtoken's claim checks read the system
-    // clock and pass absent iss/aud, so every claim is checked in `check_claims` instead.
-    let mut validation = Validation::new_for_family(family);
-    validation.algorithms = in_family;
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    Some(validation)
-}
-
-fn decode_error(kind: &ErrorKind) -> AuthError {
-    match kind {
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
-        ErrorKind::InvalidKeyFormat
-        | ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey => AuthError::NoMatchingKey,
-        // Bad base64 or JSON in the payload or signature, claims that are not an object,
-        // or duplicate registered claims (jsonwebtoken refuses those).
-        _ => AuthError::Malformed,
-    }
-}
-
 /// Whether `keys` still selects, for the token's header, the key that verified it. Under the
 /// very set that verified it, it does, and the selection is skipped.
 fn verified_by(token: &VerifiedToken, keys: &KeySet) -> bool {
@@ -644,102 +344,6 @@ fn verified_by(token: &VerifiedToken, keys: &KeySet) -> bool {
         || keys
             .select(recheck.header_kid.as_deref(), recheck.alg)
             .is_ok_and(|key| key.thumbprint() == &recheck.key_thumbprint)
-}
-
-fn check_time_window(
-    exp: u64,
-    nbf: Option<u64>,
-    now_s: u64,
-    leeway_s: u64,
-) -> Result<(), AuthError> {
-    // RFC 7519: the token must not be accepted on or after `exp`.
-    if now_s >= exp.saturating_add(leeway_s) {
-        return Err(AuthError::Expired);
-    }
-    if nbf.is_some_and(|nbf| nbf > now_s.saturating_add(leeway_s)) {
-        return Err(AuthError::NotYetValid);
-    }
-    Ok(())
-}
-
-/// A NumericDate claim: a non-negative number of seconds (fractions are truncated).
-fn numeric_date(
-    claims: &Map<String, Value>,
-    claim: &'static str,
-) -> Result<Option<u64>, AuthError> {
-    let Some(value) = claims.get(claim) else {
-        return Ok(None);
-    };
-    let number = value.as_number().ok_or(AuthError::InvalidClaim { claim })?;
-    if let Some(seconds) = number.as_u64() {
-        return Ok(Some(seconds));
-    }
-    match number.as_f64() {
-        // `as` saturates, so a huge float becomes u64::MAX rather than wrapping.
-        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Some(seconds as u64)),
-        _ => Err(AuthError::InvalidClaim { claim }),
-    }
-}
-
-fn check_audience(aud: Option<&Value>, audiences: &[String]) -> Result<(), AuthError> {
-    let accepted = |candidate: &str| audiences.iter().any(|audience| audience == candidate);
-    match aud {
-        None => Err(AuthError::MissingAudience),
-        Some(Value::String(aud)) if accepted(aud) => Ok(()),
-        Some(Value::Array(values)) => {
-            // Every member must be a string, even when another one matches.
-            let mut matched = false;
-            for value in values {
-                let aud = value.as_str().ok_or(AuthError::WrongAudience)?;
-                matched |= accepted(aud);
-            }
-            if matched {
-                Ok(())
-            } else {
-                Err(AuthError::WrongAudience)
-            }
-        }
-        Some(_) => Err(AuthError::WrongAudience),
-    }
-}
-
-/// Every required scope must be granted by `scope` (space-separated string) or `scp`
-/// (array of strings, or a space-separated string as some issuers send it).
-fn check_scopes(claims: &Map<String, Value>, required: &[String]) -> Result<(), AuthError> {
-    let granted = |wanted: &str| {
-        ["scope", "scp"]
-            .iter()
-            .any(|claim| match claims.get(*claim) {
-                Some(Value::String(list)) => list.split(' ').any(|scope| scope == wanted),
-                Some(Value::Array(list)) => list.iter().any(|scope| scope.as_str() == Some(wanted)),
-                _ => false,
-            })
-    };
-    if required.iter().all(|scope| granted(scope)) {
-        Ok(())
-    } else {
-        Err(AuthError::InsufficientScope)
-    }
-}
-
-/// A claim as header text: strings as they are, numbers and booleans as JSON writes them;
-/// null, objects and arrays are not forwarded, nor text with control characters (a CR/LF
-/// would let a claim forge headers).
-fn header_text(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::String(text) => text.clone(),
-        Value::Number(number) => number.to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Null | Value::Array(_) | Value::Object(_) => return None,
-    };
-    text.bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        .then_some(text)
-}
-
-/// RFC 9110 field name: one or more `tchar`.
-fn is_header_name(name: &str) -> bool {
-    http::HeaderName::from_bytes(name.as_bytes()).is_ok()
 }
 
 #[cfg(test)]

@@ -1,0 +1,63 @@
+//! The token policy: what a token must satisfy, and why a policy cannot be used. One
+//! jsonwebtoken `Validation` per algorithm family, since jsonwebtoken refuses mixed families.
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+
+/// What a token must satisfy. Plain data built by the config layer; checked by
+/// [`TokenVerifier::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// Exact `iss` required when set.
+    pub issuer: Option<String>,
+    /// When non-empty, `aud` is required and one of its values must be in this list.
+    /// When empty, `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Allowed signature algorithms; asymmetric only (HS* is refused at construction).
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_s: u64,
+    /// Longest accepted `exp - iat` (or `exp - now` without `iat`), in seconds.
+    pub max_token_lifetime_s: u64,
+    /// Scopes that must all appear in `scope` (space-separated) or `scp`.
+    pub required_scopes: Vec<String>,
+    /// (claim, header name): top-level claims sent upstream as headers.
+    pub claims_to_headers: Vec<(String, String)>,
+}
+
+/// Why an [`AuthPolicy`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// `algorithms` is empty: no token could ever be accepted.
+    #[error("auth.algorithms is empty")]
+    NoAlgorithms,
+    /// A shared-secret algorithm was listed; only asymmetric algorithms are allowed.
+    #[error("auth.algorithms: {0:?} is a shared-secret algorithm and is never accepted")]
+    SymmetricAlgorithm(Algorithm),
+    /// A `claims_to_headers` header name is not a valid HTTP field name.
+    #[error("auth.claims_to_headers: {0:?} is not a valid header name")]
+    InvalidHeaderName(String),
+}
+
+pub(super) fn family_validation(
+    algorithms: &[Algorithm],
+    family: AlgorithmFamily,
+) -> Option<Validation> {
+    let in_family: Vec<Algorithm> = algorithms
+        .iter()
+        .copied()
+        .filter(|alg| alg.family() == family)
+        .collect();
+    if in_family.is_empty() {
+        return None;
+    }
+    // Signature and algorithm checks only: jsonwebtoken's claim checks read the system
+    // clock and pass absent iss/aud, so every claim is checked in `check_claims` instead.
+    let mut validation = Validation::new_for_family(family);
+    validation.algorithms = in_family;
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    Some(validation)
+}

@@ -40,6 +40,7 @@ use pingora::server::Server;
 use pingora::{Error, Result};
 use upload_gateway::admin::AdminService;
 use upload_gateway::config::Config;
+use upload_gateway::proxy::upstream::headers;
 use upload_gateway::proxy::{RequestCtx, UploadApi};
 use upload_gateway::route::{self, Route};
 use upload_gateway::server::{parts, Parts};
@@ -143,7 +144,10 @@ impl ProxyHttp for Platform {
     ) -> Result<()> {
         match &mut ctx.uploads {
             Some(uploads) => self.uploads.response_filter(upstream_response, uploads),
-            None => Ok(()),
+            None => {
+                headers::strip_response(upstream_response);
+                Ok(())
+            }
         }
     }
 
@@ -190,6 +194,19 @@ impl ProxyHttp for Platform {
         }
     }
 
+    fn suppress_error_log(&self, _: &Session, _: &PlatformCtx, _: &Error) -> bool {
+        // Pingora's own error line carries the request line (query included), the Host and raw
+        // upstream bytes; the access line records the failure without them.
+        true
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &PlatformCtx) -> String {
+        match &ctx.uploads {
+            Some(uploads) => self.uploads.request_summary(session, uploads),
+            None => format!("{} (platform route)", session.req_header().method),
+        }
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut PlatformCtx) {
         if let Some(uploads) = &ctx.uploads {
             self.uploads.logging(session, e, uploads);
@@ -223,6 +240,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("EMBED_OTHER_UPSTREAM: {e}"))?;
     upload_gateway::logging::init(config.observability.log_format);
     conf.threads = config.server.threads;
+    conf.grace_period_seconds = Some(config.server.shutdown_grace.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 

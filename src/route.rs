@@ -111,19 +111,41 @@ pub fn normalise(path: &[u8]) -> PathReading {
 /// [`normalise`], reading a `#`, `?` or NUL (raw or decoded) as the end of the path when `cut`.
 fn read_path(path: &[u8], cut: bool) -> PathReading {
     let mut tricky = false;
+    // URL parsers (WHATWG) drop ASCII tabs and line breaks wherever they are.
+    let stripped: Vec<u8>;
+    let path = if path.iter().any(|&b| matches!(b, b'\t' | b'\n' | b'\r')) {
+        tricky = true;
+        stripped = path
+            .iter()
+            .copied()
+            .filter(|&b| !matches!(b, b'\t' | b'\n' | b'\r'))
+            .collect();
+        &stripped[..]
+    } else {
+        path
+    };
     let mut bytes = match path.first() {
         Some(b'/') => path.to_vec(),
-        // `*` (OPTIONS) names no resource; anything else not starting with `/` is the
-        // absolute form, whose path an upstream reads after the authority.
+        // `*` (OPTIONS) names no resource.
         Some(b'*') if path.len() == 1 => {
             return PathReading {
                 path: path.to_vec(),
                 tricky,
             }
         }
-        _ => {
+        // The absolute form, whose path an upstream reads after the authority.
+        _ if path.windows(3).any(|w| w == b"://") => {
             tricky = true;
             absolute_form_path(path).to_vec()
+        }
+        // Any other target not rooted at `/` (`v1/...`, `\v1/...`): a lenient upstream roots
+        // it (or reads `\` as `/`) and routes it like the rooted path.
+        _ => {
+            tricky = true;
+            let mut rooted = Vec::with_capacity(path.len() + 1);
+            rooted.push(b'/');
+            rooted.extend_from_slice(path);
+            rooted
         }
     };
     if bytes.iter().any(|&b| b == b'#' || b == 0) {
@@ -137,6 +159,11 @@ fn read_path(path: &[u8], cut: bool) -> PathReading {
             }
             None => break,
         }
+    }
+    // Decoded tabs and line breaks are dropped too, as a parser that decodes first would.
+    if bytes.iter().any(|&b| matches!(b, b'\t' | b'\n' | b'\r')) {
+        tricky = true;
+        bytes.retain(|&b| !matches!(b, b'\t' | b'\n' | b'\r'));
     }
     // A fragment, a query or a NUL ends the path for some readers and is data for others:
     // both readings count.
@@ -312,6 +339,40 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_not_rooted_at_a_slash_are_read_as_rooted() {
+        let api = crate::config::Config::from_toml(
+            "[upstream]\nservers = [\"127.0.0.1:1\"]\n[auth]\njwks_file = \"k.json\"\n",
+        )
+        .unwrap()
+        .api;
+        let id = "5475f75ce4b084a392305dcb";
+        for target in [
+            format!("\\v1/files/uploads/{id}"),
+            format!("v1/files/uploads/{id}"),
+            format!("/v1\t/files/uploads/{id}"),
+            format!("/v1/files/uploads/{id}\r\n"),
+            format!("\tv1/files/uploads/{id}"),
+            format!("/v1%09/files/uploads/{id}"),
+        ] {
+            assert_eq!(
+                classify(&api, true, target.as_bytes()),
+                Route::Ambiguous,
+                "{target:?}"
+            );
+        }
+        assert_eq!(classify(&api, true, b"*"), Route::Other);
+        assert_eq!(classify(&api, true, b"elsewhere/x"), Route::Other);
+        assert_eq!(
+            classify(
+                &api,
+                true,
+                format!("http://h/v1/files/uploads/{id}").as_bytes()
+            ),
+            Route::Ambiguous
+        );
+    }
     use crate::config::Config;
 
     fn api() -> ApiSettings {

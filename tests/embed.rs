@@ -143,4 +143,5 @@ async fn the_embedded_treatment_serves_the_api_and_the_platform_keeps_its_routes
     let statuses: Vec<u64> = lines.iter().filter_map(|l| l["status"].as_u64()).collect();
     assert_eq!(statuses, [200, 403, 400], "{logs}");
     assert_eq!(lines[0]["route"], "PUT /files/uploads/{id}");
+    assert!(!logs.contains("format=csv"), "a query in the logs: {logs}");
 }

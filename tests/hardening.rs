@@ -161,6 +161,28 @@ fn access_lines(logs: &str) -> Vec<serde_json::Value> {
 // ---------------------------------------------------------------------------------------------
 // 1. The path: tricks before or inside the prefix
 
+/// Targets not rooted at `/`, and tabs or line breaks inside one, which URL parsers drop: a
+/// lenient upstream reads them as the finish route (found by a black-box attack: they went
+/// upstream unvalidated).
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_not_rooted_at_a_slash_never_carry_an_unvalidated_finish_body_upstream() {
+    let (service, issuer, gateway) = started().await;
+    let token = token(&issuer);
+    let id = DOCUMENTED_UPLOAD_ID;
+    let bad_body = r#"{"upload":{"nb_chunks":0}}"#;
+    for path in [
+        format!("\\v1/files/uploads/{id}"),
+        format!("v1/files/uploads/{id}"),
+        format!("/v1\t/files/uploads/{id}"),
+        format!("\\V1\\files\\uploads\\{id}"),
+    ] {
+        let (response, _) = raw(gateway.addr, &put(&path, &token, bad_body));
+        let status = status_of(&response);
+        assert_eq!(status, 400, "{path:?}: {response}");
+    }
+    assert!(service.received().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn path_tricks_anywhere_never_carry_an_unvalidated_finish_body_upstream() {
     let (service, issuer, gateway) = started().await;

@@ -6,16 +6,20 @@
 //! upstream addresses, asymmetric algorithms only. It must never accept a value it would later
 //! have to second-guess on the request path.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
-
 use crate::auth::keyset::asymmetric_algorithm;
-use regex::Regex;
-use serde::{Deserialize, Serialize};
+
+mod file;
+mod settings;
+
+use file::{FileApi, FileAuth, FileConfig, FileObservability, FileServer, FileUpstream};
+pub use settings::{
+    ApiSettings, AuthSettings, Config, JwksSource, LogFormat, ObservabilitySettings,
+    ServerSettings, UpstreamSettings,
+};
 
 /// The largest request body the gateway will buffer: Pingora's retry buffer holds 64 KiB, and a
 /// body beyond it could not be replayed on a retried connection.
@@ -56,301 +60,6 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
         key,
         problem: problem.into(),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The file format. Kept apart from the validated settings so that defaults and checks live in
-// one place and the rest of the code never sees an unchecked string.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileConfig {
-    server: FileServer,
-    upstream: FileUpstream,
-    api: FileApi,
-    auth: FileAuth,
-    observability: FileObservability,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileServer {
-    listen: Vec<String>,
-    threads: i64,
-    max_body_bytes: i64,
-    shutdown_grace_s: i64,
-    tls_listen: Vec<String>,
-    tls_cert: String,
-    tls_key: String,
-    max_header_bytes: i64,
-    header_timeout_ms: i64,
-    keepalive_timeout_s: i64,
-}
-
-impl Default for FileServer {
-    fn default() -> Self {
-        Self {
-            listen: vec!["127.0.0.1:8080".into()],
-            threads: 2,
-            max_body_bytes: 16384,
-            shutdown_grace_s: 10,
-            tls_listen: Vec::new(),
-            tls_cert: String::new(),
-            tls_key: String::new(),
-            max_header_bytes: 32768,
-            header_timeout_ms: 10000,
-            keepalive_timeout_s: 60,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileUpstream {
-    servers: Vec<String>,
-    tls: bool,
-    sni: String,
-    ca_file: String,
-    connect_timeout_ms: i64,
-    read_timeout_ms: i64,
-    response_timeout_ms: i64,
-    health_check_interval_ms: i64,
-    keepalive_pool_size: i64,
-}
-
-impl Default for FileUpstream {
-    fn default() -> Self {
-        Self {
-            servers: vec!["127.0.0.1:9000".into()],
-            tls: false,
-            sni: String::new(),
-            ca_file: String::new(),
-            connect_timeout_ms: 1000,
-            read_timeout_ms: 30000,
-            response_timeout_ms: 30000,
-            health_check_interval_ms: 1000,
-            keepalive_pool_size: 128,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileApi {
-    path_prefix: String,
-    upload_id_pattern: String,
-    max_nb_chunks: i64,
-}
-
-impl Default for FileApi {
-    fn default() -> Self {
-        Self {
-            path_prefix: "/v1".into(),
-            upload_id_pattern: "^[0-9a-fA-F]{24}$".into(),
-            max_nb_chunks: 10000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileAuth {
-    jwks_url: String,
-    jwks_file: String,
-    issuer: String,
-    audiences: Vec<String>,
-    algorithms: Vec<String>,
-    leeway_s: i64,
-    max_token_lifetime_s: i64,
-    public_paths: Vec<String>,
-    jwks_min_refresh_s: i64,
-    jwks_max_refresh_s: i64,
-    unknown_kid_cooldown_s: i64,
-    required_scopes: Vec<String>,
-    forward_token: bool,
-    claims_to_headers: BTreeMap<String, String>,
-    verified_cache_capacity: i64,
-}
-
-impl Default for FileAuth {
-    fn default() -> Self {
-        Self {
-            jwks_url: String::new(),
-            jwks_file: String::new(),
-            issuer: String::new(),
-            audiences: Vec::new(),
-            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
-            leeway_s: 30,
-            max_token_lifetime_s: 86400,
-            public_paths: vec!["/healthz".into()],
-            jwks_min_refresh_s: 10,
-            jwks_max_refresh_s: 86400,
-            unknown_kid_cooldown_s: 30,
-            required_scopes: Vec::new(),
-            forward_token: true,
-            claims_to_headers: BTreeMap::new(),
-            verified_cache_capacity: 100_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileObservability {
-    admin_listen: String,
-    log_format: String,
-}
-
-impl Default for FileObservability {
-    fn default() -> Self {
-        Self {
-            admin_listen: "127.0.0.1:9091".into(),
-            log_format: "json".into(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validated settings.
-// ---------------------------------------------------------------------------------------------
-
-/// The whole validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// `[server]`
-    pub server: ServerSettings,
-    /// `[upstream]`
-    pub upstream: UpstreamSettings,
-    /// `[api]`
-    pub api: ApiSettings,
-    /// `[auth]`
-    pub auth: AuthSettings,
-    /// `[observability]`
-    pub observability: ObservabilitySettings,
-    /// The file as read, every absent key given its default: what `check` prints.
-    file: FileConfig,
-}
-
-/// `[server]`: listeners and limits.
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    /// Plain HTTP listeners.
-    pub listen: Vec<SocketAddr>,
-    /// Pingora worker threads.
-    pub threads: usize,
-    /// Largest accepted request body on the finish route.
-    pub max_body_bytes: usize,
-    /// How long SIGTERM waits for in-flight requests.
-    pub shutdown_grace: Duration,
-    /// TLS listeners.
-    pub tls_listen: Vec<SocketAddr>,
-    /// PEM certificate chain for `tls_listen`.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `tls_listen`.
-    pub tls_key: Option<PathBuf>,
-    /// Largest request head (request line and headers); more is answered 431.
-    pub max_header_bytes: usize,
-    /// The whole request head must arrive within this, else the connection is closed.
-    pub header_timeout: Duration,
-    /// An idle client connection is closed after this; zero turns keep-alive off.
-    pub keepalive_timeout: Duration,
-}
-
-/// `[upstream]`: where requests go.
-#[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    /// Resolved upstream addresses, in the configured order.
-    pub servers: Vec<SocketAddr>,
-    /// The configured spelling of each server (for logs and `check`).
-    pub server_names: Vec<String>,
-    /// TLS to the upstream.
-    pub tls: bool,
-    /// SNI (and certificate name) used with `tls`.
-    pub sni: String,
-    /// PEM bundle of the CAs trusted for upstream certificates; the system's when `None`.
-    pub ca_file: Option<PathBuf>,
-    /// TCP (and TLS) connect timeout.
-    pub connect_timeout: Duration,
-    /// Longest wait for each read from the upstream.
-    pub read_timeout: Duration,
-    /// The whole upstream answer (head and body) must arrive within this.
-    pub response_timeout: Duration,
-    /// How often each upstream is health checked.
-    pub health_check_interval: Duration,
-    /// Idle upstream connections kept for reuse.
-    pub keepalive_pool_size: usize,
-}
-
-/// `[api]`: the shape of the fronted API.
-#[derive(Debug, Clone)]
-pub struct ApiSettings {
-    /// Prefix under which the API lives: empty, or `/segment...` without a trailing slash.
-    pub path_prefix: String,
-    /// Pattern a well-formed upload ID matches.
-    pub upload_id_pattern: Regex,
-    /// Largest accepted `nb_chunks`.
-    pub max_nb_chunks: u64,
-}
-
-/// Where the key set comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksSource {
-    /// Fetched over HTTP(S) and refreshed.
-    Url(String),
-    /// Read from a local file (re-read on refresh).
-    File(PathBuf),
-}
-
-/// `[auth]`: bearer token policy.
-#[derive(Debug, Clone)]
-pub struct AuthSettings {
-    /// The JWKS location.
-    pub jwks: JwksSource,
-    /// Required `iss`, when set.
-    pub issuer: Option<String>,
-    /// Accepted `aud` values (any match); empty means `aud` is not checked.
-    pub audiences: Vec<String>,
-    /// Accepted signature algorithms: asymmetric only.
-    pub algorithms: Vec<Algorithm>,
-    /// Clock skew tolerated on `exp`, `nbf`, `iat`.
-    pub leeway_s: u64,
-    /// Longest accepted token lifetime.
-    pub max_token_lifetime_s: u64,
-    /// Exact paths that need no token.
-    pub public_paths: Vec<String>,
-    /// Lower clamp of the JWKS `max-age`.
-    pub jwks_min_refresh: Duration,
-    /// Upper clamp of the JWKS `max-age`.
-    pub jwks_max_refresh: Duration,
-    /// At most one unknown-kid refresh per this period.
-    pub unknown_kid_cooldown: Duration,
-    /// Scopes every token must carry.
-    pub required_scopes: Vec<String>,
-    /// Whether `Authorization` goes upstream.
-    pub forward_token: bool,
-    /// Verified claims sent upstream as headers: (claim, header name), sorted by claim.
-    pub claims_to_headers: Vec<(String, http::HeaderName)>,
-    /// Entries in the verified-token cache.
-    pub verified_cache_capacity: u64,
-}
-
-/// Log line encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable text.
-    Text,
-}
-
-/// `[observability]`
-#[derive(Debug, Clone)]
-pub struct ObservabilitySettings {
-    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); `None` when set to "".
-    pub admin_listen: Option<SocketAddr>,
-    /// Log encoding.
-    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -790,6 +499,8 @@ impl FileObservability {
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::Algorithm;
+
     use super::*;
 
     const MINIMAL: &str = "[auth]\njwks_file = \"/dev/null\"\n";
@@ -825,7 +536,7 @@ mod tests {
 
     #[test]
     fn shipped_example_config_is_valid() {
-        let text = include_str!("../conf/gateway.toml");
+        let text = include_str!("../../conf/gateway.toml");
         let c = Config::from_toml(text).unwrap();
         assert!(!c.upstream.servers.is_empty());
     }

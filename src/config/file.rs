@@ -1,0 +1,160 @@
+//! The configuration file's format (SPEC §3): one struct per section, every key defaulted,
+//! unknown keys refused. Deserialised from the TOML, serialised back by `check`; nothing here
+//! says no to a value (that is [`super`]'s job).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// The file format. Kept apart from the validated settings so that defaults and checks live in
+// one place and the rest of the code never sees an unchecked string.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileConfig {
+    pub(crate) server: FileServer,
+    pub(crate) upstream: FileUpstream,
+    pub(crate) api: FileApi,
+    pub(crate) auth: FileAuth,
+    pub(crate) observability: FileObservability,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileServer {
+    pub(crate) listen: Vec<String>,
+    pub(crate) threads: i64,
+    pub(crate) max_body_bytes: i64,
+    pub(crate) shutdown_grace_s: i64,
+    pub(crate) tls_listen: Vec<String>,
+    pub(crate) tls_cert: String,
+    pub(crate) tls_key: String,
+    pub(crate) max_header_bytes: i64,
+    pub(crate) header_timeout_ms: i64,
+    pub(crate) keepalive_timeout_s: i64,
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:8080".into()],
+            threads: 2,
+            max_body_bytes: 16384,
+            shutdown_grace_s: 10,
+            tls_listen: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_header_bytes: 32768,
+            header_timeout_ms: 10000,
+            keepalive_timeout_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileUpstream {
+    pub(crate) servers: Vec<String>,
+    pub(crate) tls: bool,
+    pub(crate) sni: String,
+    pub(crate) ca_file: String,
+    pub(crate) connect_timeout_ms: i64,
+    pub(crate) read_timeout_ms: i64,
+    pub(crate) response_timeout_ms: i64,
+    pub(crate) health_check_interval_ms: i64,
+    pub(crate) keepalive_pool_size: i64,
+}
+
+impl Default for FileUpstream {
+    fn default() -> Self {
+        Self {
+            servers: vec!["127.0.0.1:9000".into()],
+            tls: false,
+            sni: String::new(),
+            ca_file: String::new(),
+            connect_timeout_ms: 1000,
+            read_timeout_ms: 30000,
+            response_timeout_ms: 30000,
+            health_check_interval_ms: 1000,
+            keepalive_pool_size: 128,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileApi {
+    pub(crate) path_prefix: String,
+    pub(crate) upload_id_pattern: String,
+    pub(crate) max_nb_chunks: i64,
+}
+
+impl Default for FileApi {
+    fn default() -> Self {
+        Self {
+            path_prefix: "/v1".into(),
+            upload_id_pattern: "^[0-9a-fA-F]{24}$".into(),
+            max_nb_chunks: 10000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileAuth {
+    pub(crate) jwks_url: String,
+    pub(crate) jwks_file: String,
+    pub(crate) issuer: String,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<String>,
+    pub(crate) leeway_s: i64,
+    pub(crate) max_token_lifetime_s: i64,
+    pub(crate) public_paths: Vec<String>,
+    pub(crate) jwks_min_refresh_s: i64,
+    pub(crate) jwks_max_refresh_s: i64,
+    pub(crate) unknown_kid_cooldown_s: i64,
+    pub(crate) required_scopes: Vec<String>,
+    pub(crate) forward_token: bool,
+    pub(crate) claims_to_headers: BTreeMap<String, String>,
+    pub(crate) verified_cache_capacity: i64,
+}
+
+impl Default for FileAuth {
+    fn default() -> Self {
+        Self {
+            jwks_url: String::new(),
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audiences: Vec::new(),
+            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+            leeway_s: 30,
+            max_token_lifetime_s: 86400,
+            public_paths: vec!["/healthz".into()],
+            jwks_min_refresh_s: 10,
+            jwks_max_refresh_s: 86400,
+            unknown_kid_cooldown_s: 30,
+            required_scopes: Vec::new(),
+            forward_token: true,
+            claims_to_headers: BTreeMap::new(),
+            verified_cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileObservability {
+    pub(crate) admin_listen: String,
+    pub(crate) log_format: String,
+}
+
+impl Default for FileObservability {
+    fn default() -> Self {
+        Self {
+            admin_listen: "127.0.0.1:9091".into(),
+            log_format: "json".into(),
+        }
+    }
+}

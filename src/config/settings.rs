@@ -1,0 +1,153 @@
+//! The validated settings the rest of the gateway reads: types that cannot hold an invalid
+//! value (resolved addresses, compiled patterns, `HeaderName`s, asymmetric algorithms only).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use regex::Regex;
+
+use super::file::FileConfig;
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings.
+// ---------------------------------------------------------------------------------------------
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[upstream]`
+    pub upstream: UpstreamSettings,
+    /// `[api]`
+    pub api: ApiSettings,
+    /// `[auth]`
+    pub auth: AuthSettings,
+    /// `[observability]`
+    pub observability: ObservabilitySettings,
+    /// The file as read, every absent key given its default: what `check` prints.
+    pub(super) file: FileConfig,
+}
+
+/// `[server]`: listeners and limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// Pingora worker threads.
+    pub threads: usize,
+    /// Largest accepted request body on the finish route.
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// TLS listeners.
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_listen`.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request head (request line and headers); more is answered 431.
+    pub max_header_bytes: usize,
+    /// The whole request head must arrive within this, else the connection is closed.
+    pub header_timeout: Duration,
+    /// An idle client connection is closed after this; zero turns keep-alive off.
+    pub keepalive_timeout: Duration,
+}
+
+/// `[upstream]`: where requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Resolved upstream addresses, in the configured order.
+    pub servers: Vec<SocketAddr>,
+    /// The configured spelling of each server (for logs and `check`).
+    pub server_names: Vec<String>,
+    /// TLS to the upstream.
+    pub tls: bool,
+    /// SNI (and certificate name) used with `tls`.
+    pub sni: String,
+    /// PEM bundle of the CAs trusted for upstream certificates; the system's when `None`.
+    pub ca_file: Option<PathBuf>,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest wait for each read from the upstream.
+    pub read_timeout: Duration,
+    /// The whole upstream answer (head and body) must arrive within this.
+    pub response_timeout: Duration,
+    /// How often each upstream is health checked.
+    pub health_check_interval: Duration,
+    /// Idle upstream connections kept for reuse.
+    pub keepalive_pool_size: usize,
+}
+
+/// `[api]`: the shape of the fronted API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Prefix under which the API lives: empty, or `/segment...` without a trailing slash.
+    pub path_prefix: String,
+    /// Pattern a well-formed upload ID matches.
+    pub upload_id_pattern: Regex,
+    /// Largest accepted `nb_chunks`.
+    pub max_nb_chunks: u64,
+}
+
+/// Where the key set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// Fetched over HTTP(S) and refreshed.
+    Url(String),
+    /// Read from a local file (re-read on refresh).
+    File(PathBuf),
+}
+
+/// `[auth]`: bearer token policy.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The JWKS location.
+    pub jwks: JwksSource,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (any match); empty means `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms: asymmetric only.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf`, `iat`.
+    pub leeway_s: u64,
+    /// Longest accepted token lifetime.
+    pub max_token_lifetime_s: u64,
+    /// Exact paths that need no token.
+    pub public_paths: Vec<String>,
+    /// Lower clamp of the JWKS `max-age`.
+    pub jwks_min_refresh: Duration,
+    /// Upper clamp of the JWKS `max-age`.
+    pub jwks_max_refresh: Duration,
+    /// At most one unknown-kid refresh per this period.
+    pub unknown_kid_cooldown: Duration,
+    /// Scopes every token must carry.
+    pub required_scopes: Vec<String>,
+    /// Whether `Authorization` goes upstream.
+    pub forward_token: bool,
+    /// Verified claims sent upstream as headers: (claim, header name), sorted by claim.
+    pub claims_to_headers: Vec<(String, http::HeaderName)>,
+    /// Entries in the verified-token cache.
+    pub verified_cache_capacity: u64,
+}
+
+/// Log line encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// `[observability]`
+#[derive(Debug, Clone)]
+pub struct ObservabilitySettings {
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); `None` when set to "".
+    pub admin_listen: Option<SocketAddr>,
+    /// Log encoding.
+    pub log_format: LogFormat,
+}

@@ -90,6 +90,9 @@ async fn every_metric_moves_with_the_traffic_it_counts() {
         400
     );
 
+    // Request metrics are recorded in the logging phase, after the answer has been flushed:
+    // give the last request's phase time to run before reading them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let after = scrape(&gateway).await;
     let route = "route=\"PUT /files/uploads/{id}\"";
     let moved = |name: &str| metric(&after, name) - metric(&before, name);

@@ -161,54 +161,16 @@ fn access_lines(logs: &str) -> Vec<serde_json::Value> {
 // ---------------------------------------------------------------------------------------------
 // 1. The path: tricks before or inside the prefix
 
-/// Targets not rooted at `/`, and tabs or line breaks inside one, which URL parsers drop: a
-/// lenient upstream reads them as the finish route (found by a black-box attack: they went
-/// upstream unvalidated).
-#[tokio::test(flavor = "multi_thread")]
-async fn targets_not_rooted_at_a_slash_never_carry_an_unvalidated_finish_body_upstream() {
+/// Sends each target a finish call with an invalid body: every one must be refused with the
+/// Invalid Input envelope, and none may reach the upstream.
+async fn assert_targets_refused_before_the_upstream(targets: impl Fn(&str) -> Vec<String>) {
     let (service, issuer, gateway) = started().await;
     let token = token(&issuer);
-    let id = DOCUMENTED_UPLOAD_ID;
     let bad_body = r#"{"upload":{"nb_chunks":0}}"#;
-    for path in [
-        format!("\\v1/files/uploads/{id}"),
-        format!("v1/files/uploads/{id}"),
-        format!("/v1\t/files/uploads/{id}"),
-        format!("\\V1\\files\\uploads\\{id}"),
-    ] {
+    for path in targets(DOCUMENTED_UPLOAD_ID) {
         let (response, _) = raw(gateway.addr, &put(&path, &token, bad_body));
-        let status = status_of(&response);
-        assert_eq!(status, 400, "{path:?}: {response}");
-    }
-    assert!(service.received().is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn path_tricks_anywhere_never_carry_an_unvalidated_finish_body_upstream() {
-    let (service, issuer, gateway) = started().await;
-    let token = token(&issuer);
-    let id = DOCUMENTED_UPLOAD_ID;
-    let bad_body = r#"{"upload":{"nb_chunks":0}}"#;
-    for path in [
-        format!("/x/../v1/files/uploads/{id}"),
-        format!("//v1/files/uploads/{id}"),
-        format!("/v1;x/files/uploads/{id}"),
-        format!("/v1%2Ffiles/uploads/{id}"),
-        format!("/v1%2ffiles%2fuploads%2f{id}"),
-        format!("/v1\\files/uploads/{id}"),
-        format!("/./v1/files/uploads/{id}"),
-        format!("/x/%2e%2e/v1/files/uploads/{id}"),
-        format!("/x/%252e%252e/v1/files/uploads/{id}"),
-        format!("/x/..;/v1/files/uploads/{id}"),
-        format!("/v1%u002ffiles/uploads/{id}"),
-        format!("/%2e/v1/files/uploads/{id}"),
-        format!("/V1/./files/uploads/{id}"),
-        format!("/v1./files/uploads/{id}"),
-        format!("http://evil/v1/files/uploads/{id}"),
-    ] {
-        let (response, _) = raw(gateway.addr, &put(&path, &token, bad_body));
-        assert_eq!(status_of(&response), 400, "{path}: {response}");
-        assert_eq!(body_of(&response), INVALID_INPUT, "{path}");
+        assert_eq!(status_of(&response), 400, "{path:?}: {response}");
+        assert_eq!(body_of(&response), INVALID_INPUT, "{path:?}");
     }
     assert!(
         service.received().is_empty(),
@@ -219,6 +181,46 @@ async fn path_tricks_anywhere_never_carry_an_unvalidated_finish_body_upstream() 
             .map(|r| r.uri.to_string())
             .collect::<Vec<_>>()
     );
+}
+
+/// Targets not rooted at `/`, and tabs or line breaks inside one, which URL parsers drop: a
+/// lenient upstream reads them as the finish route (found by a black-box attack: they went
+/// upstream unvalidated).
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_not_rooted_at_a_slash_never_carry_an_unvalidated_finish_body_upstream() {
+    assert_targets_refused_before_the_upstream(|id| {
+        vec![
+            format!("\\v1/files/uploads/{id}"),
+            format!("v1/files/uploads/{id}"),
+            format!("/v1\t/files/uploads/{id}"),
+            format!("\\V1\\files\\uploads\\{id}"),
+        ]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_tricks_anywhere_never_carry_an_unvalidated_finish_body_upstream() {
+    assert_targets_refused_before_the_upstream(|id| {
+        vec![
+            format!("/x/../v1/files/uploads/{id}"),
+            format!("//v1/files/uploads/{id}"),
+            format!("/v1;x/files/uploads/{id}"),
+            format!("/v1%2Ffiles/uploads/{id}"),
+            format!("/v1%2ffiles%2fuploads%2f{id}"),
+            format!("/v1\\files/uploads/{id}"),
+            format!("/./v1/files/uploads/{id}"),
+            format!("/x/%2e%2e/v1/files/uploads/{id}"),
+            format!("/x/%252e%252e/v1/files/uploads/{id}"),
+            format!("/x/..;/v1/files/uploads/{id}"),
+            format!("/v1%u002ffiles/uploads/{id}"),
+            format!("/%2e/v1/files/uploads/{id}"),
+            format!("/V1/./files/uploads/{id}"),
+            format!("/v1./files/uploads/{id}"),
+            format!("http://evil/v1/files/uploads/{id}"),
+        ]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -252,7 +252,7 @@ fn run() -> Result<(), String> {
         let (metrics, auth, upstreams) = api.admin_handles();
         let mut service = pingora::services::listening::Service::new(
             "admin".into(),
-            AdminService::new(metrics, auth, upstreams),
+            AdminService::new(metrics, auth, upstreams, config.server.listen.clone()),
         );
         service.add_tcp(&admin.to_string());
         server.add_service(service);

@@ -1,9 +1,12 @@
 //! The admin listener (`observability.admin_listen`): `GET /metrics` (Prometheus text),
-//! `GET /healthz` (the process is alive) and `GET /readyz` (a key set is loaded and at least one
-//! upstream is healthy). It serves operators, never API clients: it reads no bodies and
+//! `GET /healthz` (the process is alive) and `GET /readyz` (every listener accepts connections,
+//! a key set is loaded and at least one upstream address is healthy; the body says what is
+//! missing). It serves operators, never API clients: it reads no bodies and
 //! exposes nothing but counters and readiness.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
@@ -19,6 +22,29 @@ pub struct AdminService {
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// The proxy's listeners: each must accept a connection for the gateway to be ready.
+    listeners: Vec<SocketAddr>,
+}
+
+/// A listener that does not accept within this is not serving.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether something accepts TCP connections on `addr` (a wildcard address is probed on
+/// loopback).
+async fn accepts(addr: SocketAddr) -> bool {
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await,
+        Ok(Ok(_))
+    )
 }
 
 impl AdminService {
@@ -27,22 +53,48 @@ impl AdminService {
         metrics: Arc<Metrics>,
         auth: Arc<Authenticator>,
         upstreams: Arc<LoadBalancer<RoundRobin>>,
+        listeners: Vec<SocketAddr>,
     ) -> Self {
         Self {
             metrics,
             auth,
             upstreams,
+            listeners,
         }
     }
 
-    /// `None` when ready, else the reason it is not.
-    fn not_ready_reason(&self) -> Option<&'static str> {
+    /// Empty when ready, else every reason it is not.
+    async fn not_ready_reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        for addr in &self.listeners {
+            if !accepts(*addr).await {
+                reasons.push(format!("listener {addr} is not accepting connections"));
+            }
+        }
         if !self.auth.has_key_set() {
-            return Some("no key set loaded");
+            reasons.push("no key set loaded".to_owned());
         }
         let backends = self.upstreams.backends();
-        let any_healthy = backends.get_backend().iter().any(|b| backends.ready(b));
-        (!any_healthy).then_some("no healthy upstream")
+        let all = backends.get_backend();
+        if all.is_empty() {
+            reasons.push("no upstream address resolved (upstream.servers)".to_owned());
+        } else if !all.iter().any(|b| backends.ready(b)) {
+            reasons.push("no healthy upstream".to_owned());
+        }
+        reasons
+    }
+
+    /// Sets the per-upstream health gauge from the load balancer's view.
+    fn sync_upstream_health(&self) {
+        let backends = self.upstreams.backends();
+        self.metrics.upstream_healthy.reset();
+        for backend in backends.get_backend().iter() {
+            let healthy = i64::from(backends.ready(backend));
+            self.metrics
+                .upstream_healthy
+                .with_label_values(&[&backend.addr.to_string()])
+                .set(healthy);
+        }
     }
 }
 
@@ -73,6 +125,7 @@ impl ServeHttp for AdminService {
         match req.uri.path() {
             "/metrics" => {
                 self.auth.sync_metrics();
+                self.sync_upstream_health();
                 text(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",
@@ -80,14 +133,18 @@ impl ServeHttp for AdminService {
                 )
             }
             "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => match self.not_ready_reason() {
-                None => text(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
-                Some(reason) => text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!("not ready: {reason}\n").into_bytes(),
-                ),
-            },
+            "/readyz" => {
+                let reasons = self.not_ready_reasons().await;
+                if reasons.is_empty() {
+                    text(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        format!("not ready: {}\n", reasons.join("; ")).into_bytes(),
+                    )
+                }
+            }
             _ => text(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

@@ -5,6 +5,8 @@
 //! them; Pingora's debug records print whole request headers (`Authorization` included), so
 //! Pingora is capped at `info` whatever `RUST_LOG` asks for (and so is everything that logs
 //! through the `log` crate).
+//!
+//! Colour (ANSI escapes) only when the output is a terminal, never into files or pipes.
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
@@ -20,22 +22,35 @@ fn is_safe(meta: &Metadata<'_>) -> bool {
         // Its warnings quote the offending `Content-Length` value as received.
         return *meta.level() <= Level::ERROR;
     }
+    if target == PINGORA_POOL && *meta.level() == Level::ERROR {
+        // Its one error, "failed to acquire reusable stream", is a benign pool race that fires
+        // on successful requests: the request simply opens a fresh connection.
+        return false;
+    }
     !(target.starts_with("pingora") && *meta.level() > Level::INFO)
 }
 
 /// The Pingora module whose warnings print raw header values.
 const PINGORA_HEADER_VALUES: &str = "pingora_core::protocols::http::v1::common";
 
+/// The connection pool's module (exactly: not its submodules).
+const PINGORA_POOL: &str = "pingora_core::connectors";
+
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let output = match format {
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
+            .with_ansi(false)
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     let most_verbose = filter.max_level_hint();
     let _ = registry()

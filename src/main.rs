@@ -41,11 +41,11 @@ enum Command {
     },
     /// Run the gateway with a built-in upload service and token issuer on loopback.
     Demo {
-        /// The gateway's listener.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// The gateway's listener (host:port; a host name is resolved).
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = host_port)]
         listen: std::net::SocketAddr,
         /// The admin listener (/metrics, /healthz, /readyz).
-        #[arg(long, default_value = "127.0.0.1:9091")]
+        #[arg(long, default_value = "127.0.0.1:9091", value_parser = host_port)]
         admin_listen: std::net::SocketAddr,
     },
 }
@@ -64,9 +64,21 @@ struct RunArgs {
     /// Upgrade socket path (for --upgrade).
     #[arg(long)]
     upgrade_sock: Option<String>,
-    /// PID file path (for --daemon).
+    /// Write the process id to this file (foreground or --daemon); removed at exit.
     #[arg(long)]
     pid_file: Option<String>,
+}
+
+/// `host:port` to an address: a literal, or the first address the name resolves to.
+fn host_port(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 fn main() -> ExitCode {
@@ -93,14 +105,18 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match load(path) {
-        Ok(config) => {
-            print!("{}", config.to_toml());
-            eprintln!("upload-gateway: {} is valid", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // The listeners must be able to open, as at start (bound for a moment, then released).
+    if let Err(e) = upload_gateway::preflight::check(&config, true) {
+        eprintln!("upload-gateway: {}: {e}", path.display());
+        return ExitCode::from(2);
     }
+    print!("{}", config.to_toml());
+    eprintln!("upload-gateway: {} is valid", path.display());
+    ExitCode::SUCCESS
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -122,7 +138,7 @@ fn run(args: RunArgs) -> ExitCode {
         pid_file: args.pid_file,
     };
     match upload_gateway::server::build(config, &options) {
-        Ok(server) => server.run_forever(),
+        Ok(server) => server.run(),
         Err(e) => {
             eprintln!("upload-gateway: {e}");
             ExitCode::FAILURE

@@ -5,12 +5,26 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Buckets for latencies, from half a millisecond to half a minute.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The gateway's metrics, registered in their own registry.
 pub struct Metrics {
     registry: Registry,
+    /// Unprefixed: the process collector's standard `process_*` names.
+    process: Registry,
+    request_duration: HistogramVec,
+    /// Upstream names that failed to resolve (each failed attempt).
+    pub upstream_resolve_errors: IntCounter,
+    /// 1 for each upstream address the health checks find healthy, 0 otherwise; set at each
+    /// scrape from the load balancer.
+    pub upstream_healthy: IntGaugeVec,
     requests: IntCounterVec,
     auth_failures: IntCounterVec,
     body_rejections: IntCounterVec,
@@ -49,14 +63,46 @@ impl Metrics {
         let upstream_latency = HistogramVec::new(
             HistogramOpts::new(
                 "upstream_latency_seconds",
-                "Time from request arrival to upstream response header",
+                "Time from the upstream request's write to the upstream response head",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Whole requests, from arrival to the last byte of the answer, by route template",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_resolve_errors = IntCounter::new(
+            "upstream_resolve_errors_total",
+            "Failed resolutions of upstream names (the last addresses are kept)",
+        )?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "upstream_healthy",
+                "1 when the upstream address passes its health check, else 0",
+            ),
+            &["upstream"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1; the labels say what is running"),
+            &["version", "pingora"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), "0.9"])
+            .set(1);
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_resolve_errors.clone()))?;
+        registry.register(Box::new(upstream_healthy.clone()))?;
+        registry.register(Box::new(build_info))?;
+        let process = Registry::new();
+        #[cfg(target_os = "linux")]
+        process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let jwks_fetches = IntCounterVec::new(
             Opts::new("jwks_fetches_total", "JWKS fetches by outcome"),
             &["outcome"],
@@ -88,6 +134,10 @@ impl Metrics {
         registry.register(Box::new(token_cache.clone()))?;
         Ok(Self {
             registry,
+            process,
+            request_duration,
+            upstream_resolve_errors,
+            upstream_healthy,
             requests,
             auth_failures,
             body_rejections,
@@ -101,11 +151,20 @@ impl Metrics {
     }
 
     /// Counts one finished request.
-    pub fn observe_request(&self, route: &str, status: u16, upstream: Option<Duration>) {
+    pub fn observe_request(
+        &self,
+        route: &str,
+        status: u16,
+        total: Duration,
+        upstream: Option<Duration>,
+    ) {
         let mut buf = itoa::Buffer::new();
         self.requests
             .with_label_values(&[route, buf.format(status)])
             .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(total.as_secs_f64());
         if let Some(d) = upstream {
             self.upstream_latency
                 .with_label_values(&[route])
@@ -127,7 +186,9 @@ impl Metrics {
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        let _ = TextEncoder::new().encode(&families, &mut out);
         out
     }
 }

@@ -4,24 +4,26 @@
 //! It must never start a proxy that could forward without authentication: the key store starts
 //! empty and every protected request is refused (503) until a key set loads.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
-use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, LoadBalancer};
+use pingora::lb::{health_check::TcpHealthCheck, selection::RoundRobin, Backends, LoadBalancer};
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::{background_service, Opt};
 use pingora::server::configuration::ServerConf;
-use pingora::server::{ExecutionPhase, Server};
-use tokio::sync::broadcast::error::RecvError;
+use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminService;
 use crate::config::Config;
 use crate::jwks::{Authenticator, JwksRefresher};
 use crate::metrics::Metrics;
 use crate::proxy::edge::{EdgeApp, EdgeLimits};
-use crate::proxy::{Gateway, InFlightCounter, UploadApi};
+use crate::proxy::upstream::discovery::DnsDiscovery;
+use crate::proxy::{Gateway, UploadApi};
+use crate::signals::{PidFile, Signals};
 use pingora::services::ServiceWithDependents;
 
 /// Failure to assemble the server (before it serves anything).
@@ -33,6 +35,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A listener could not open (the key is named).
+    #[error(transparent)]
+    Listener(#[from] crate::preflight::ListenerError),
 }
 
 /// Pingora's own command-line switches, passed through.
@@ -48,44 +53,11 @@ pub struct RunOptions {
     pub pid_file: Option<String>,
 }
 
-/// Pingora sleeps through the whole grace period after SIGTERM even when nothing is in flight.
-/// Watch the shutdown instead: once the grace period starts and no request is in flight, exit.
-fn exit_when_drained(server: &Server, in_flight: InFlightCounter) {
-    let mut phases = server.watch_execution_phase();
-    let watcher = move || {
-        loop {
-            match phases.blocking_recv() {
-                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
-                Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
-            }
-        }
-        // Several idle observations in a row, so a request caught between accept and its
-        // context being created is not cut off.
-        let mut idle_polls = 0;
-        loop {
-            if in_flight.get() == 0 {
-                idle_polls += 1;
-                if idle_polls >= 3 {
-                    tracing::info!("all in-flight requests finished; exiting");
-                    std::process::exit(0);
-                }
-            } else {
-                idle_polls = 0;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    // Without the watcher the gateway still exits, only at the end of the grace period.
-    let _ = std::thread::Builder::new()
-        .name("drain-watch".into())
-        .spawn(watcher);
-}
-
-/// One attempt to load the key set before the listeners open, so a freshly started (or
-/// upgraded) instance does not answer its first requests with 503. An IdP outage only delays
-/// the start by [`INITIAL_LOAD_TIMEOUT`]: the background refresher keeps trying.
-fn load_keys_before_serving(auth: &Authenticator) {
+/// One attempt to load the key set and resolve the upstream names before the listeners open,
+/// so a freshly started (or upgraded) instance does not answer its first requests with 503 or
+/// 502. An IdP or DNS outage only delays the start by [`INITIAL_LOAD_TIMEOUT`]: the background
+/// services keep trying.
+fn prepare_before_serving(auth: &Authenticator, upstreams: &LoadBalancer<RoundRobin>) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,15 +65,54 @@ fn load_keys_before_serving(auth: &Authenticator) {
         return;
     };
     // The timer must be created inside the runtime.
-    let _ = runtime
-        .block_on(async { tokio::time::timeout(INITIAL_LOAD_TIMEOUT, auth.refresh()).await });
+    let _ = runtime.block_on(async {
+        tokio::time::timeout(INITIAL_LOAD_TIMEOUT, async {
+            tokio::join!(auth.refresh(), upstreams.update())
+        })
+        .await
+    });
 }
 
 /// How long start-up waits for the first key set.
 const INITIAL_LOAD_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Builds the whole server; call [`Server::run_forever`] on the result.
-pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError> {
+/// A server ready to run: [`Built::run`] serves until a signal ends it.
+pub struct Built {
+    server: Server,
+    signals: Signals,
+    pid_file: PidFile,
+    daemon: bool,
+    listeners: Vec<(String, SocketAddr)>,
+}
+
+impl Built {
+    /// Serves until SIGTERM (drained), SIGINT or an upgrade; removes the pid file and exits 0.
+    pub fn run(self) -> ! {
+        if !self.daemon {
+            if let Err(e) = self.pid_file.write() {
+                tracing::error!(error = %e, "cannot write the pid file (--pid-file)");
+            }
+        }
+        let summary: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|(key, addr)| format!("{key}={addr}"))
+            .collect();
+        tracing::info!(listeners = %summary.join(" "), "upload-gateway serving");
+        let pid_file = self.pid_file.clone();
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(self.signals),
+        });
+        pid_file.remove();
+        std::process::exit(0)
+    }
+}
+
+/// Builds the whole server; call [`Built::run`] on the result. Fails, naming the key, when a
+/// listener could not open (SPEC §5: fail fast).
+pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> {
+    crate::preflight::check(&config, !options.upgrade)?;
+    crate::preflight::exit_on_listener_panic();
     let config = Arc::new(config);
     let mut conf = ServerConf {
         threads: config.server.threads,
@@ -123,6 +134,12 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
     if let Some(pid) = &options.pid_file {
         conf.pid_file = pid.clone();
     }
+    // Under --daemon Pingora writes its pid file (its default path when none is given).
+    let pid_file = PidFile::new(match (&options.pid_file, options.daemon) {
+        (Some(path), _) => Some(path.into()),
+        (None, true) => Some(conf.pid_file.clone().into()),
+        (None, false) => None,
+    });
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -132,16 +149,29 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
     server.bootstrap();
 
     let parts = parts(config.clone(), &server)?;
+    let listeners = crate::preflight::listeners(&config);
     if let Some(admin_addr) = config.observability.admin_listen {
         let (metrics, auth, upstreams) = parts.api.admin_handles();
-        let admin = AdminService::new(metrics, auth, upstreams);
+        let serving: Vec<SocketAddr> = config
+            .server
+            .listen
+            .iter()
+            .chain(&config.server.tls_listen)
+            .copied()
+            .collect();
+        let admin = AdminService::new(metrics, auth, upstreams, serving);
         let mut admin = pingora::services::listening::Service::new("admin".into(), admin);
         admin.add_tcp(&admin_addr.to_string());
         server.add_service(admin);
     }
-    let metrics_for_edge = parts.api.admin_handles().0;
+    let (metrics_for_edge, auth, _) = parts.api.admin_handles();
     let gateway = Gateway(parts.api);
-    exit_when_drained(&server, gateway.in_flight());
+    let signals = Signals::new(
+        auth,
+        gateway.in_flight(),
+        server.watch_execution_phase(),
+        pid_file.clone(),
+    );
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 (TLS with ALPN) bounds its header block itself; HTTP/1 heads are bounded by the
     // edge layer.
@@ -172,7 +202,18 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Server, StartError>
 
     server.add_service(proxy);
     server.add_services(parts.services);
-    Ok(server)
+    // Again, now that start-up has waited for the key set: the window in which a port can be
+    // taken before Pingora binds it is now only the time to start its threads (Pingora itself
+    // retries a taken port for 30 s, then panics, which `exit_on_listener_panic` turns into an
+    // exit).
+    crate::preflight::check(&config, !options.upgrade)?;
+    Ok(Built {
+        server,
+        signals,
+        pid_file,
+        daemon: options.daemon,
+        listeners,
+    })
 }
 
 /// The upload API's treatment assembled from a [`Config`], for a server of one's own: the
@@ -191,21 +232,25 @@ pub struct Parts {
 pub fn parts(config: Arc<Config>, server: &Server) -> Result<Parts, StartError> {
     let metrics = Arc::new(Metrics::new()?);
 
+    let discovery = DnsDiscovery::new(
+        config.upstream.servers.clone(),
+        &config.upstream.dns_servers,
+        metrics.clone(),
+    );
     let mut upstreams =
-        LoadBalancer::<RoundRobin>::try_from_iter(config.upstream.servers.iter().copied())
-            .map_err(|e| StartError::Pingora(e.to_string()))?;
+        LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
+    upstreams.update_frequency = Some(config.upstream.resolve_interval);
     let mut health_check = TcpHealthCheck::new();
     health_check.peer_template.options.connection_timeout = Some(config.upstream.connect_timeout);
     upstreams.set_health_check(health_check);
     upstreams.health_check_frequency = Some(config.upstream.health_check_interval);
-    let health_service = background_service("upstream health checks", upstreams);
-    let upstreams = health_service.task();
-
     let auth = Arc::new(
         Authenticator::new(&config.auth, metrics.clone())
             .map_err(|e| StartError::Pingora(e.to_string()))?,
     );
-    load_keys_before_serving(&auth);
+    prepare_before_serving(&auth, &upstreams);
+    let health_service = background_service("upstream resolution and health checks", upstreams);
+    let upstreams = health_service.task();
     let jwks_service = background_service("jwks refresh", JwksRefresher::new(auth.clone()));
 
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(

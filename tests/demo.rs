@@ -41,10 +41,13 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
     let _demo = Demo(child);
 
     let mut export = None;
+    let mut fresh_token = None;
     let mut commands = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        if line.starts_with("export TOKEN=") {
+        if line.starts_with("export TOKEN=$(") {
+            fresh_token = Some(line.clone());
+        } else if line.starts_with("export TOKEN=") {
             export = Some(line.clone());
         } else if line.starts_with("curl ") {
             commands.push(line.clone());
@@ -53,7 +56,8 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
         }
     }
     let export = export.expect("the demo printed no token");
-    assert_eq!(commands.len(), 2, "{commands:?}");
+    let fresh_token = fresh_token.expect("the demo printed no way to mint a fresh token");
+    assert_eq!(commands.len(), 3, "{commands:?}");
 
     // Ready once the key set is loaded and the upload service is healthy.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -62,7 +66,7 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let run = |command: &str| {
+    let run_with = |export: &str, command: &str| {
         let out = Command::new("sh")
             .arg("-c")
             .arg(format!("{export}\n{command}"))
@@ -71,6 +75,7 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
         assert!(out.status.success(), "{command}: {out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
+    let run = |command: &str| run_with(&export, command);
     let json = run(&commands[0]);
     let document: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(document["upload"]["status"], "COMPLETING");
@@ -83,4 +88,62 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
         "{xml}"
     );
     assert!(xml.contains("  <status>COMPLETING</status>\n"), "{xml}");
+    assert!(!json.contains("completed_at"), "{json}");
+
+    // show_null shows the demo answer's unset field.
+    let with_null = run(&commands[2]);
+    let document: serde_json::Value = serde_json::from_str(&with_null).unwrap();
+    assert!(document["upload"]["completed_at"].is_null(), "{with_null}");
+    assert!(with_null.contains("\"completed_at\": null"), "{with_null}");
+
+    // The printed way to a fresh token gives one the gateway accepts, and it is a new one.
+    let fresh = run_with(&fresh_token, &format!("echo \"$TOKEN\"\n{}", commands[0]));
+    let (token, answer) = fresh.split_once('\n').unwrap();
+    assert!(token.len() > 100, "{fresh}");
+    assert!(!export.contains(token), "the same token again");
+    assert!(answer.contains("COMPLETING"), "{answer}");
+}
+
+#[test]
+fn the_demo_refuses_to_start_when_its_port_is_taken_and_prints_no_token() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap();
+    let admin = free_port();
+    let out = Command::new(binary())
+        .args(["demo", "--listen", &port.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(!stdout.contains("TOKEN"), "{stdout}");
+    assert!(stderr.contains("server.listen"), "{stderr}");
+    assert!(stderr.contains(&port.to_string()), "{stderr}");
+}
+
+#[test]
+fn the_demo_accepts_host_names() {
+    let listen = free_port();
+    let admin = free_port();
+    let mut child = Command::new(binary())
+        .args(["demo", "--listen", &format!("localhost:{}", listen.port())])
+        .args(["--admin-listen", &format!("localhost:{}", admin.port())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _demo = Demo(child);
+    let banner: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("Ctrl-C"))
+        .collect();
+    assert!(
+        banner.iter().any(|l| l.starts_with("export TOKEN=")),
+        "{banner:?}"
+    );
 }

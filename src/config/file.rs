@@ -65,6 +65,8 @@ pub(crate) struct FileUpstream {
     pub(crate) response_timeout_ms: i64,
     pub(crate) health_check_interval_ms: i64,
     pub(crate) keepalive_pool_size: i64,
+    pub(crate) resolve_interval_ms: i64,
+    pub(crate) dns_servers: Vec<String>,
 }
 
 impl Default for FileUpstream {
@@ -79,6 +81,8 @@ impl Default for FileUpstream {
             response_timeout_ms: 30000,
             health_check_interval_ms: 1000,
             keepalive_pool_size: 128,
+            resolve_interval_ms: 5000,
+            dns_servers: Vec::new(),
         }
     }
 }

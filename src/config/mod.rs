@@ -13,12 +13,13 @@ use std::time::Duration;
 use crate::auth::keyset::asymmetric_algorithm;
 
 mod file;
+mod locate;
 mod settings;
 
 use file::{FileApi, FileAuth, FileConfig, FileObservability, FileServer, FileUpstream};
 pub use settings::{
     ApiSettings, AuthSettings, Config, JwksSource, LogFormat, ObservabilitySettings,
-    ServerSettings, UpstreamSettings,
+    ServerSettings, UpstreamAddress, UpstreamSettings,
 };
 
 /// The largest request body the gateway will buffer: Pingora's retry buffer holds 64 KiB, and a
@@ -31,7 +32,8 @@ pub const MAX_HEADER_BYTES_LIMIT: usize = 1_048_575;
 /// The smallest: a request line and a bearer token must fit.
 pub const MIN_HEADER_BYTES: usize = 1024;
 
-/// A configuration that cannot be used, with the key at fault.
+/// A configuration that cannot be used, with the key at fault and, where the file has it, its
+/// line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
@@ -42,23 +44,34 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not TOML of the expected shape (unknown key, wrong type).
-    #[error("{0}")]
-    Syntax(String),
-    /// A key holds a value the gateway refuses.
-    #[error("{key}: {problem}")]
+    /// The file is not TOML of the expected shape (syntax, unknown key, wrong type), or a key
+    /// holds a value the gateway refuses.
+    #[error("{}{key}: {problem}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
     Invalid {
-        /// The dotted key, e.g. `server.max_body_bytes`.
-        key: &'static str,
+        /// The dotted key, e.g. `server.max_body_bytes` (the section for a bad table header).
+        key: String,
         /// What is wrong with it.
         problem: String,
+        /// The 1-based line of the key (or of its section when the key is defaulted).
+        line: Option<usize>,
     },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+impl ConfigError {
+    /// The dotted key at fault, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } => Some(key),
+            Self::Read { .. } => None,
+        }
+    }
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
+        line: None,
     }
 }
 
@@ -74,9 +87,20 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(syntax_message(&e)))?;
-        file.validate()
+        let file: FileConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| shape_error(text, &e))?;
+        file.validate().map_err(|e| match e {
+            ConfigError::Invalid {
+                key,
+                problem,
+                line: None,
+            } => ConfigError::Invalid {
+                line: locate::line_of_key(text, &key),
+                key,
+                problem,
+            },
+            other => other,
+        })
     }
 
     /// The effective configuration as TOML, as `check` prints it: every key, defaults filled
@@ -87,17 +111,35 @@ impl Config {
     }
 }
 
-/// toml's messages carry the key path (`unknown field ...` / `invalid type ... for key ...`);
-/// keep the message and drop the multi-line source excerpt so the error fits one line.
-fn syntax_message(e: &toml::de::Error) -> String {
-    let msg = e.message().trim();
-    match e.span() {
-        Some(span) => format!("invalid configuration at byte {}: {msg}", span.start),
-        None => format!("invalid configuration: {msg}"),
-    }
+/// A syntax or shape error: the key from the path serde was deserialising (or, for a syntax
+/// error, from the text), the line from toml's span, toml's message without its source excerpt.
+fn shape_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let inner = e.inner();
+    let line = inner.span().map(|span| locate::line_of(text, span.start));
+    let path = e.path().to_string();
+    let key = if path.is_empty() || path == "." {
+        line.and_then(|l| locate::key_at_line(text, l))
+            .unwrap_or_else(|| "(file)".to_owned())
+    } else {
+        path
+    };
+    let message = inner.message().trim();
+    // serde names an unknown key by the table that holds it; say the key itself.
+    let (key, problem) = match message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        Some((field, rest)) if !key.ends_with(field) => (
+            format!("{key}.{field}"),
+            format!("unknown key{}", rest.trim_start_matches(',')),
+        ),
+        Some((_, rest)) => (key, format!("unknown key{}", rest.trim_start_matches(','))),
+        None => (key, message.to_owned()),
+    };
+    ConfigError::Invalid { key, problem, line }
 }
 
-fn int_in(key: &'static str, value: i64, min: i64, max: i64) -> Result<u64, ConfigError> {
+fn int_in(key: &str, value: i64, min: i64, max: i64) -> Result<u64, ConfigError> {
     if value < min || value > max {
         return Err(invalid(
             key,
@@ -107,14 +149,14 @@ fn int_in(key: &'static str, value: i64, min: i64, max: i64) -> Result<u64, Conf
     u64::try_from(value).map_err(|_| invalid(key, format!("must not be negative (got {value})")))
 }
 
-fn socket_addrs(key: &'static str, items: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+fn socket_addrs(key: &str, items: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
     items
         .iter()
         .map(|item| resolve(key, item))
         .collect::<Result<Vec<_>, _>>()
 }
 
-fn resolve(key: &'static str, item: &str) -> Result<SocketAddr, ConfigError> {
+fn resolve(key: &str, item: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(addr) = item.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -124,6 +166,64 @@ fn resolve(key: &'static str, item: &str) -> Result<SocketAddr, ConfigError> {
     addrs
         .next()
         .ok_or_else(|| invalid(key, format!("{item:?} resolves to no address")))
+}
+
+/// Whether every match of `pattern` spans the whole text: each alternative starts with `^` (or
+/// `\A`) and ends with `$` (or `\z`), read from the parsed pattern rather than its spelling, so
+/// `^a|b$` and `(?m)^a$` are not taken for anchored.
+fn is_anchored(pattern: &str) -> bool {
+    use regex_syntax::hir::Look;
+    let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else {
+        return false;
+    };
+    let props = hir.properties();
+    props.look_set_prefix().contains(Look::Start) && props.look_set_suffix().contains(Look::End)
+}
+
+/// An `upstream.servers` entry: `host:port` or `[v6]:port`, checked for shape only. Names are
+/// resolved at run time, so a Service name that does not resolve yet is not a load error.
+fn upstream_address(item: &str) -> Result<UpstreamAddress, ConfigError> {
+    let bad = |why: &str| {
+        invalid(
+            "upstream.servers",
+            format!("{item:?} is not a host:port address ({why})"),
+        )
+    };
+    if let Ok(addr) = item.parse::<SocketAddr>() {
+        return Ok(UpstreamAddress {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    let (host, port) = item.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not a number 0-65535"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    // A fully qualified name may end with the root's dot.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let valid_name = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid_name && host.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad("not a host name or IP address"));
+    }
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    Ok(UpstreamAddress {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn optional_path(value: &str) -> Option<PathBuf> {
@@ -230,13 +330,14 @@ impl FileUpstream {
                 "is empty: give at least one host:port",
             ));
         }
-        let servers = socket_addrs("upstream.servers", &self.servers)?;
+        let servers = self
+            .servers
+            .iter()
+            .map(|item| upstream_address(item))
+            .collect::<Result<Vec<_>, _>>()?;
         let sni = if self.sni.is_empty() && self.tls {
             // Without an explicit name, certificate checks use the configured host.
-            self.servers[0]
-                .rsplit_once(':')
-                .map(|(host, _)| host.trim_matches(['[', ']']).to_owned())
-                .unwrap_or_default()
+            servers[0].host.clone()
         } else {
             self.sni
         };
@@ -251,7 +352,26 @@ impl FileUpstream {
         }
         Ok(UpstreamSettings {
             servers,
-            server_names: self.servers,
+            resolve_interval: Duration::from_millis(int_in(
+                "upstream.resolve_interval_ms",
+                self.resolve_interval_ms,
+                100,
+                3_600_000,
+            )?),
+            dns_servers: self
+                .dns_servers
+                .iter()
+                .map(|item| {
+                    item.parse::<SocketAddr>()
+                        .or_else(|_| format!("{item}:53").parse::<SocketAddr>())
+                        .map_err(|_| {
+                            invalid(
+                                "upstream.dns_servers",
+                                format!("{item:?} is not an IP address (with an optional :port)"),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
             tls: self.tls,
             sni,
             ca_file,
@@ -311,10 +431,17 @@ impl FileApi {
                     format!("is not a valid regular expression: {e}"),
                 )
             })?;
+        if !is_anchored(&self.upload_id_pattern) {
+            return Err(invalid(
+                "api.upload_id_pattern",
+                "must be anchored at both ends (^...$), else an ID that merely contains a match \
+                 is accepted: e.g. ^[0-9a-fA-F]{24}$",
+            ));
+        }
         if upload_id_pattern.is_match("") {
             return Err(invalid(
                 "api.upload_id_pattern",
-                "matches the empty string: anchor it (e.g. ^[0-9a-fA-F]{24}$)",
+                "matches the empty string: e.g. ^[0-9a-fA-F]{24}$",
             ));
         }
         Ok(ApiSettings {
@@ -509,10 +636,145 @@ mod tests {
         Config::from_toml(&format!("{MINIMAL}{extra}"))
     }
 
+    /// The error without its `line N: ` prefix (the line is asserted on its own).
     fn error_of(text: &str) -> String {
         match Config::from_toml(text) {
             Ok(_) => panic!("accepted: {text}"),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                let text = e.to_string();
+                match text.strip_prefix("line ").and_then(|t| t.split_once(": ")) {
+                    Some((_, rest)) => rest.to_owned(),
+                    None => text,
+                }
+            }
+        }
+    }
+
+    fn line_and_key(text: &str) -> (Option<usize>, String) {
+        match Config::from_toml(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(ConfigError::Invalid { key, line, .. }) => (line, key),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn every_problem_names_its_key_and_line() {
+        let cases = [
+            // Type errors.
+            ("[server]\nthreads = \"two\"\n", 2, "server.threads"),
+            (
+                "[auth]\njwks_file = \"/dev/null\"\n\n[upstream]\nservers = \"a:1\"\n",
+                5,
+                "upstream.servers",
+            ),
+            // Unknown keys, named with their section.
+            ("[server]\nlisten = []\nthread = 2\n", 3, "server.thread"),
+            (
+                "[auth]\njwks_file = \"/dev/null\"\n[nope]\nx = 1\n",
+                3,
+                "nope",
+            ),
+            // Syntax errors.
+            ("[server]\nthreads = = 2\n", 2, "server.threads"),
+            ("[server]\nthreads = 2\n[api\n", 3, "api"),
+            // Values the gateway refuses.
+            (
+                "[auth]\njwks_file = \"/dev/null\"\n[server]\n\nmax_body_bytes = 70000\n",
+                5,
+                "server.max_body_bytes",
+            ),
+            (
+                "[auth]\njwks_file = \"/dev/null\"\n[api]\nupload_id_pattern = \"[0-9a-f]{24}\"\n",
+                4,
+                "api.upload_id_pattern",
+            ),
+        ];
+        for (text, line, key) in cases {
+            let (got_line, got_key) = line_and_key(text);
+            assert_eq!(got_key, key, "{text:?}");
+            assert_eq!(got_line, Some(line), "{text:?}");
+            let message = Config::from_toml(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                message.starts_with(&format!("line {line}: {key}: ")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_defaulted_key_points_at_its_section_or_has_no_line() {
+        // No [auth] section at all: the key is named, without a line.
+        let (line, key) = line_and_key("[server]\nthreads = 2\n");
+        assert_eq!(key, "auth.jwks_url");
+        assert_eq!(line, None);
+        let (line, key) = line_and_key("[server]\nthreads = 2\n[auth]\nissuer = \"x\"\n");
+        assert_eq!(key, "auth.jwks_url");
+        assert_eq!(line, Some(3));
+    }
+
+    #[test]
+    fn unanchored_upload_id_patterns_are_refused() {
+        for pattern in [
+            "[0-9a-f]{24}",
+            "^[0-9a-f]{24}",
+            "[0-9a-f]{24}$",
+            "^[0-9a-f]{24}|x$",
+            "(?m)^[0-9a-f]{24}$",
+            "^[0-9a-f]{24}\\$",
+            "^x|^[0-9a-f]{24}$",
+        ] {
+            let text = format!("{MINIMAL}[api]\nupload_id_pattern = '{pattern}'\n");
+            let e = error_of(&text);
+            assert!(
+                e.starts_with("api.upload_id_pattern: must be anchored"),
+                "{pattern}: {e}"
+            );
+        }
+        for pattern in [
+            "^[0-9a-f]{24}$",
+            "\\A[0-9a-f]{24}\\z",
+            "^(?:[0-9a-f]{24}|[0-9a-f]{32})$",
+            "^[0-9a-f]{24}$|^[0-9a-f]{32}$",
+        ] {
+            let text = format!("{MINIMAL}[api]\nupload_id_pattern = '{pattern}'\n");
+            assert!(Config::from_toml(&text).is_ok(), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn upstream_names_are_checked_for_shape_and_never_resolved_at_load() {
+        // A Service name that does not resolve (yet) is accepted: it is resolved at run time.
+        let c = with("[upstream]\nservers = [\"upload-service.invalid:9000\", \"[::1]:9001\", \"10.0.0.1:80\", \"svc.ns.svc.cluster.local.:80\"]\n").unwrap();
+        let servers: Vec<String> = c.upstream.servers.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            servers,
+            [
+                "upload-service.invalid:9000",
+                "[::1]:9001",
+                "10.0.0.1:80",
+                "svc.ns.svc.cluster.local.:80"
+            ]
+        );
+        assert_eq!(
+            c.upstream.servers[1].literal(),
+            Some("[::1]:9001".parse().unwrap())
+        );
+        assert_eq!(c.upstream.servers[0].literal(), None);
+        for bad in [
+            "nohost",
+            "host:",
+            "host:70000",
+            ":80",
+            "bad host:80",
+            "a/b:80",
+            "host:0",
+        ] {
+            let e = error_of(&format!("{MINIMAL}[upstream]\nservers = [\"{bad}\"]\n"));
+            assert!(e.starts_with("upstream.servers:"), "{bad}: {e}");
         }
     }
 

@@ -59,10 +59,14 @@ pub struct ServerSettings {
 /// `[upstream]`: where requests go.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    /// Resolved upstream addresses, in the configured order.
-    pub servers: Vec<SocketAddr>,
-    /// The configured spelling of each server (for logs and `check`).
-    pub server_names: Vec<String>,
+    /// The configured servers, in order: names are resolved at run time (every address, again
+    /// every `resolve_interval`), never at load.
+    pub servers: Vec<UpstreamAddress>,
+    /// How often upstream names are resolved again.
+    pub resolve_interval: Duration,
+    /// DNS servers asked for upstream names; empty: the system resolver (`/etc/hosts`,
+    /// `/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
     /// TLS to the upstream.
     pub tls: bool,
     /// SNI (and certificate name) used with `tls`.
@@ -79,6 +83,35 @@ pub struct UpstreamSettings {
     pub health_check_interval: Duration,
     /// Idle upstream connections kept for reuse.
     pub keepalive_pool_size: usize,
+}
+
+/// One `upstream.servers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddress {
+    /// A host name or a literal IP address (without brackets).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl UpstreamAddress {
+    /// The address itself when the host is a literal IP (no resolution needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+impl std::fmt::Display for UpstreamAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// `[api]`: the shape of the fronted API.

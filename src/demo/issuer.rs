@@ -15,8 +15,15 @@ use crate::jwks::unix_now;
 /// The path the JWKS is served on.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
+/// The path that mints a fresh token, once [`Issuer::serve_tokens`] has been called.
+pub const TOKEN_PATH: &str = "/token";
+
 struct State {
     keys: RwLock<Vec<SigningKey>>,
+    /// The issuer's own `iss`, known once the server is bound.
+    issuer: std::sync::OnceLock<String>,
+    /// `(subject, audience)` of the tokens `GET /token` mints; `None`: no such endpoint.
+    token_claims: RwLock<Option<(String, String)>>,
     max_age_s: u64,
     fetches: AtomicU64,
     available: AtomicBool,
@@ -30,6 +37,41 @@ pub struct Issuer {
     pub issuer: String,
 }
 
+/// Standard claims from `issuer` for a token valid for `lifetime_s` from now.
+fn claims(issuer: &str, subject: &str, audience: &str, lifetime_s: u64) -> Value {
+    let now = unix_now();
+    json!({
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime_s,
+    })
+}
+
+impl State {
+    /// `GET /token`: a fresh token, one hour, with the first published key.
+    fn mint_on_request(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        let who = self.token_claims.read().ok().and_then(|c| c.clone());
+        let (Some((subject, audience)), Some(issuer)) = (who, self.issuer.get()) else {
+            return respond(404, "text/plain", "not found\n");
+        };
+        let mut fresh = claims(issuer, &subject, &audience, 3600);
+        // A new token every call, even within one second.
+        fresh["jti"] = Value::String(format!("{:016x}", fastrand::u64(..)));
+        let token = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|keys| mint(keys.first()?, &fresh).ok());
+        match token {
+            Some(token) => respond(200, "text/plain", format!("{token}\n")),
+            None => respond(500, "text/plain", "no signing key\n"),
+        }
+    }
+}
+
 impl Issuer {
     /// Starts an issuer on `addr` publishing `keys` with `Cache-Control: max-age=max_age_s`.
     pub async fn start(
@@ -39,6 +81,8 @@ impl Issuer {
     ) -> std::io::Result<Self> {
         let state = Arc::new(State {
             keys: RwLock::new(keys),
+            issuer: std::sync::OnceLock::new(),
+            token_claims: RwLock::new(None),
             max_age_s,
             fetches: AtomicU64::new(0),
             available: AtomicBool::new(true),
@@ -47,6 +91,9 @@ impl Issuer {
         let server = serve(addr, move |req| {
             let state = handler_state.clone();
             async move {
+                if req.uri.path() == TOKEN_PATH {
+                    return state.mint_on_request();
+                }
                 if req.uri.path() != JWKS_PATH {
                     return respond(404, "text/plain", "not found\n");
                 }
@@ -69,6 +116,7 @@ impl Issuer {
         })
         .await?;
         let issuer = format!("http://{}/", server.addr());
+        let _ = state.issuer.set(issuer.clone());
         Ok(Self {
             server,
             state,
@@ -100,15 +148,20 @@ impl Issuer {
 
     /// Standard claims for a token valid for `lifetime_s` from now.
     pub fn claims(&self, subject: &str, audience: &str, lifetime_s: u64) -> Value {
-        let now = unix_now();
-        json!({
-            "iss": self.issuer,
-            "sub": subject,
-            "aud": audience,
-            "iat": now,
-            "nbf": now,
-            "exp": now + lifetime_s,
-        })
+        claims(&self.issuer, subject, audience, lifetime_s)
+    }
+
+    /// Makes `GET /token` answer a fresh one-hour token for `subject` and `audience` (the
+    /// demo's way to get another token when the first expires). Off unless called.
+    pub fn serve_tokens(&self, subject: &str, audience: &str) {
+        if let Ok(mut claims) = self.state.token_claims.write() {
+            *claims = Some((subject.to_owned(), audience.to_owned()));
+        }
+    }
+
+    /// The URL of `GET /token`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}{TOKEN_PATH}", self.server.addr())
     }
 
     /// Mints a token with the first published key.

@@ -88,18 +88,25 @@ impl Default for DemoOptions {
     }
 }
 
-/// The ready-to-paste commands the demo prints, one per line, using `$TOKEN`.
-pub fn curl_commands(listen: SocketAddr) -> [String; 2] {
+/// The ready-to-paste commands the demo prints, one per line, using `$TOKEN`: the finish call
+/// in JSON, in XML, and in JSON with `show_null=true`.
+pub fn curl_commands(listen: SocketAddr) -> [String; 3] {
     let url = format!("http://{listen}/v1/files/uploads/{DOCUMENTED_UPLOAD_ID}");
+    let put = |query: &str, json_body: bool| {
+        let content_type = if json_body {
+            " -H 'Content-Type: application/json'"
+        } else {
+            ""
+        };
+        format!(
+            "curl -sS -X PUT -H \"Authorization: Bearer $TOKEN\"{content_type} \
+             -d '{{\"upload\":{{\"nb_chunks\":1}}}}' '{url}?{query}'"
+        )
+    };
     [
-        format!(
-            "curl -sS -X PUT -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \
-             -d '{{\"upload\":{{\"nb_chunks\":1}}}}' '{url}?human=true'"
-        ),
-        format!(
-            "curl -sS -X PUT -H \"Authorization: Bearer $TOKEN\" \
-             -d '{{\"upload\":{{\"nb_chunks\":1}}}}' '{url}?format=xml&human=true'"
-        ),
+        put("human=true", true),
+        put("format=xml&human=true", false),
+        put("human=true&show_null=true", true),
     ]
 }
 
@@ -118,7 +125,10 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
     })?;
     let config = demo_config(options, service.addr(), &issuer.jwks_url(), &issuer.issuer)?;
     let token = issuer.mint(&issuer.claims("demo-user", DEMO_AUDIENCE, 3600))?;
-    let [json, xml] = curl_commands(options.listen);
+    let gateway = server::build(config, &RunOptions::default())?;
+    issuer.serve_tokens("demo-user", DEMO_AUDIENCE);
+    let [json, xml, with_null] = curl_commands(options.listen);
+    let token_url = issuer.token_url();
     println!(
         "upload-gateway demo\n\
          gateway         http://{} (prefix /v1)\n\
@@ -129,14 +139,16 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
          export TOKEN={token}\n\n\
          Finish the documented upload, JSON:\n\n{json}\n\n\
          The same as human-readable XML:\n\n{xml}\n\n\
+         Keys without a value too (show_null):\n\n{with_null}\n\n\
+         A fresh token when this one expires:\n\n\
+         export TOKEN=$(curl -sS {token_url})\n\n\
          Ctrl-C stops everything.",
         options.listen,
         service.addr(),
         issuer.jwks_url(),
         options.admin_listen,
     );
-    let gateway = server::build(config, &RunOptions::default())?;
     // The helper servers live on `runtime`, which must outlive the gateway.
     let _keep = (runtime, service, issuer);
-    gateway.run_forever();
+    gateway.run();
 }

@@ -99,7 +99,9 @@ pub fn completing_document(upload_id: &str, nb_chunks: &Value) -> Value {
             "object_key": "uploads/test.mp4",
             "pipeline": { "id": "547f3eede4b025bcbff38657" },
             "file": { "id": "598358fe6baa605b1e33754e" },
-            "id": upload_id
+            "id": upload_id,
+            // Not set until the pipeline finishes: `show_null=true` shows it.
+            "completed_at": null
         }
     })
 }

@@ -53,6 +53,30 @@ pub struct Fetcher {
     client: reqwest::Client,
 }
 
+/// A reqwest error with every cause under it (`error sending request: connection refused`),
+/// without the URL (the caller logs the host; a path or query may carry a secret).
+fn http_error(e: &reqwest::Error) -> FetchError {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text
+            .replace(&format!(" ({url})"), "")
+            .replace(url.as_str(), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    FetchError::Http(text)
+}
+
+/// The `User-Agent` of every fetch, so an IdP's operators can tell who is calling.
+const USER_AGENT: &str = concat!("upload-gateway/", env!("CARGO_PKG_VERSION"));
+
 impl Fetcher {
     /// A fetcher for `source`. Fails when the HTTP client cannot be built: silently falling
     /// back to a default client would drop the no-redirect policy and the timeout.
@@ -63,9 +87,28 @@ impl Fetcher {
             .timeout(FETCH_TIMEOUT)
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
             .build()
-            .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+            .map_err(|e| http_error(&e))?;
         Ok(Self { source, client })
+    }
+
+    /// Where keys come from, for logs: `host:port` of the URL (never its path or query), or the
+    /// file.
+    pub fn origin(&self) -> String {
+        match &self.source {
+            JwksSource::Url(url) => reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| {
+                    let host = u.host_str()?.to_owned();
+                    Some(match u.port_or_known_default() {
+                        Some(port) => format!("{host}:{port}"),
+                        None => host,
+                    })
+                })
+                .unwrap_or_else(|| "(unparsable url)".to_owned()),
+            JwksSource::File(path) => path.display().to_string(),
+        }
     }
 
     /// Fetches and parses the key set once. Keys refused one by one are logged with their
@@ -105,7 +148,7 @@ impl Fetcher {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+            .map_err(|e| http_error(&e))?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
@@ -121,11 +164,7 @@ impl Fetcher {
             return Err(FetchError::TooLarge);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Http(e.without_url().to_string()))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| http_error(&e))? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
                 return Err(FetchError::TooLarge);
             }

@@ -162,7 +162,7 @@ impl Authenticator {
     async fn load_locked(&self) -> Result<Duration, FetchError> {
         let result = self.fetcher.fetch().await;
         if let Err(e) = &result {
-            tracing::warn!(error = %e, "jwks fetch failed");
+            tracing::warn!(jwks = %self.fetcher.origin(), error = %e, "jwks fetch failed");
         }
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics

@@ -60,6 +60,8 @@ pub struct RequestCtx {
     /// When the whole upstream answer must have arrived (`upstream.response_timeout_ms`,
     /// counted from the upstream write).
     pub upstream_deadline: Option<Instant>,
+    /// When the upstream request was (last) written: the upstream latency starts here.
+    pub upstream_sent: Option<Instant>,
     /// Ends the proxy loop's upstream connection at the deadline (see `upstream`).
     pub watchdog: Option<super::upstream::deadline::Watchdog>,
     /// The answer had begun when the exchange failed: the client connection was aborted, and
@@ -118,6 +120,7 @@ impl RequestCtx {
             response_plan: ResponsePlan::PassThrough,
             response_buffer: Vec::new(),
             upstream_deadline: None,
+            upstream_sent: None,
             watchdog: None,
             aborted: false,
             _in_flight: in_flight.enter(),

@@ -138,14 +138,16 @@ impl<SV> EdgeApp<SV> {
             return;
         };
         let status = refusal.error.status();
-        self.metrics.observe_request(MALFORMED_ROUTE, status, None);
+        let latency = started.elapsed();
+        self.metrics
+            .observe_request(MALFORMED_ROUTE, status, latency, None);
         AccessLine {
             request_id: &refusal.request_id,
             method: "",
             route: MALFORMED_ROUTE,
             status,
             upstream: None,
-            latency: started.elapsed(),
+            latency,
             upstream_latency: None,
             auth: "none",
             reason: Some(refusal.error.reason()),

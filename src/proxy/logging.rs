@@ -21,8 +21,9 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         _ => session.response_written().map_or(0, |r| r.status.as_u16()),
     };
     let route = ctx.route.template();
+    let latency = ctx.started.elapsed();
     api.metrics
-        .observe_request(route, status, ctx.upstream_latency);
+        .observe_request(route, status, latency, ctx.upstream_latency);
     match &ctx.error {
         Some(GatewayError::Auth(e)) => api.metrics.auth_failure(e.reason()),
         Some(error @ (GatewayError::Body(_) | GatewayError::BodyTooLarge { .. })) => {
@@ -36,7 +37,7 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         route,
         status,
         upstream: ctx.upstream,
-        latency: ctx.started.elapsed(),
+        latency,
         upstream_latency: ctx.upstream_latency,
         auth: ctx.auth_outcome,
         reason: ctx.error.as_ref().map(GatewayError::reason),

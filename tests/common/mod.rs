@@ -16,6 +16,8 @@ use upload_gateway::demo::upload_service::{UploadService, UploadServiceOptions};
 
 pub use upload_gateway::demo::upload_service::DOCUMENTED_UPLOAD_ID;
 
+pub mod dns;
+
 pub const AUDIENCE: &str = "upload-api";
 
 pub fn loopback() -> SocketAddr {
@@ -81,6 +83,8 @@ pub struct GatewayConfig {
     pub issuer: String,
     /// Extra TOML appended per section: (section, lines).
     pub extra: Vec<(&'static str, String)>,
+    /// `upstream.servers` as written, instead of `upstreams` (host names).
+    pub server_names: Option<Vec<String>>,
 }
 
 impl GatewayConfig {
@@ -90,7 +94,14 @@ impl GatewayConfig {
             jwks_url: issuer.jwks_url(),
             issuer: issuer.issuer.clone(),
             extra: Vec::new(),
+            server_names: None,
         }
+    }
+
+    /// `upstream.servers` written as these names (resolved by the gateway at run time).
+    pub fn with_server_names(mut self, names: &[String]) -> Self {
+        self.server_names = Some(names.to_vec());
+        self
     }
 
     pub fn with(mut self, section: &'static str, lines: &str) -> Self {
@@ -107,7 +118,10 @@ impl GatewayConfig {
     }
 
     fn render(&self, listen: SocketAddr, admin: SocketAddr) -> String {
-        let servers: Vec<String> = self.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+        let servers: Vec<String> = match &self.server_names {
+            Some(names) => names.iter().map(|n| format!("\"{n}\"")).collect(),
+            None => self.upstreams.iter().map(|a| format!("\"{a}\"")).collect(),
+        };
         format!(
             "[server]\nlisten = [\"{listen}\"]\nthreads = 1\n{}\n\
              [upstream]\nservers = [{}]\nconnect_timeout_ms = 500\nhealth_check_interval_ms = 200\n{}\n\

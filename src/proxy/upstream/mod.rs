@@ -9,6 +9,7 @@
 //! fresh one (PUT is idempotent, nothing was answered), and nothing else.
 
 pub mod deadline;
+pub mod discovery;
 pub mod exchange;
 pub mod headers;
 
@@ -60,7 +61,7 @@ pub fn select_peer(api: &Shared, ctx: &mut RequestCtx) -> Result<HttpPeer> {
 
 /// Whether a failed connect may be tried again (on another server): nothing was sent.
 pub fn retry_connect(api: &Shared, ctx: &RequestCtx) -> bool {
-    ctx.attempts < MAX_ATTEMPTS && api.config.upstream.servers.len() > 1
+    ctx.attempts < MAX_ATTEMPTS && api.upstreams.backends().get_backend().len() > 1
 }
 
 /// Whether a failed exchange on a reused connection may be tried again on a fresh one: the
@@ -75,14 +76,18 @@ pub fn retry_stale(reused: bool, e: &Error, stale_retries: u8) -> bool {
 
 /// The request has been written: the answer's deadline starts now.
 pub fn request_sent(api: &Shared, ctx: &mut RequestCtx) -> Instant {
-    let deadline = Instant::now() + api.config.upstream.response_timeout;
+    let now = Instant::now();
+    ctx.upstream_sent = Some(now);
+    let deadline = now + api.config.upstream.response_timeout;
     ctx.upstream_deadline = Some(deadline);
     deadline
 }
 
-/// The upstream's response head arrived: the upstream latency the metrics and the log carry.
+/// The upstream's response head arrived: the upstream latency the metrics and the log carry,
+/// from the upstream write (not the request's arrival: the body read and the token check are
+/// the gateway's time, not the upstream's).
 pub fn answered(ctx: &mut RequestCtx) {
-    ctx.upstream_latency = Some(ctx.started.elapsed());
+    ctx.upstream_latency = ctx.upstream_sent.map(|sent| sent.elapsed());
 }
 
 /// The proxy loop connected to the upstream: the answer's deadline starts, and a watchdog

@@ -87,3 +87,45 @@ fn running_without_a_config_explains_what_is_missing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }
+
+#[test]
+fn check_names_the_line_and_the_key_of_every_kind_of_problem() {
+    let cases = [
+        (
+            "[server]\nthreads = \"two\"\n",
+            "line 2: server.threads: invalid type",
+        ),
+        (
+            "[server]\nlisten = []\n\nthread = 2\n",
+            "line 4: server.thread: unknown key",
+        ),
+        ("[server]\nthreads = = 2\n", "line 2: server.threads:"),
+        ("[upstream]\nservers = [\"a:1\"]\n[api\n", "line 3: api:"),
+        (
+            "[api]\nupload_id_pattern = \"[0-9a-f]{24}\"\n",
+            "line 2: api.upload_id_pattern: must be anchored",
+        ),
+        (
+            "[server]\nmax_body_bytes = 70000\n",
+            "line 2: server.max_body_bytes: must be between",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (ok, _, stderr) = check(&format!("{text}{BASE}"));
+        assert!(!ok, "accepted {text:?}");
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn check_accepts_upstream_names_that_do_not_resolve_yet() {
+    let (ok, stdout, stderr) = check(&format!(
+        "{BASE}[upstream]\nservers = [\"upload-service.not-yet.invalid:9000\"]\n"
+    ));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("upload-service.not-yet.invalid:9000"),
+        "{stdout}"
+    );
+}

@@ -43,7 +43,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_CPU=${UPSTREAM_CPU:-1}
 BUILD=${BUILD:-1}                 # 0: reuse the existing release binaries
 WORK=${WORK:-/tmp/upload-gateway-load}
-OUT=${OUT:-$ROOT/benches/results}
+# A new folder per run, so a run never overwrites the committed results or an earlier run.
+OUT=${OUT:-$ROOT/benches/results/runs/$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo nogit)}
 TARGETS=${TARGETS:-gateway passthrough nginx haproxy}
 REQ_PATH=${REQ_PATH:-/v1/files/uploads/5475f75ce4b084a392305dcb?format=xml&human=true}
 ISSUER=https://bench-issuer.example/

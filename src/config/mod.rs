@@ -123,18 +123,37 @@ fn shape_error(text: &str, e: &serde_path_to_error::Error<toml::de::Error>) -> C
     } else {
         path
     };
-    let message = inner.message().trim();
+    // One line: toml's multi-line messages joined, serde's Rust type names said in words.
+    let message = inner
+        .message()
+        .trim()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace("expected i64", "expected an integer")
+        .replace("expected a boolean", "expected true or false");
     // serde names an unknown key by the table that holds it; say the key itself.
-    let (key, problem) = match message
+    let unknown = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once('`'))
-    {
-        Some((field, rest)) if !key.ends_with(field) => (
-            format!("{key}.{field}"),
-            format!("unknown key{}", rest.trim_start_matches(',')),
-        ),
-        Some((_, rest)) => (key, format!("unknown key{}", rest.trim_start_matches(','))),
-        None => (key, message.to_owned()),
+        .map(|(field, rest)| {
+            (
+                field.to_owned(),
+                rest.trim_start_matches(',').trim().to_owned(),
+            )
+        });
+    let (key, problem) = match unknown {
+        Some((field, expected)) => {
+            let key = if key.ends_with(field.as_str()) {
+                key
+            } else {
+                format!("{key}.{field}")
+            };
+            (key, format!("unknown key, {expected}"))
+        }
+        None => (key, message),
     };
     ConfigError::Invalid { key, problem, line }
 }

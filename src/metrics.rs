@@ -29,12 +29,13 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     body_rejections: IntCounterVec,
     upstream_latency: HistogramVec,
-    /// JWKS fetches by outcome (`ok`, `error`, `not_modified`).
+    /// JWKS fetches by outcome (`ok`, `error`) and provider.
     pub jwks_fetches: IntCounterVec,
-    /// Unix time of the last successful JWKS load (0 = never).
-    pub jwks_loaded_at: IntGauge,
-    /// Seconds since the last successful JWKS load (-1 = never), set at each scrape.
-    pub jwks_age: IntGauge,
+    /// Unix time of each provider's last successful JWKS load (0 = never), set at each scrape.
+    pub jwks_loaded_at: IntGaugeVec,
+    /// Seconds since each provider's last successful JWKS load (-1 = never), set at each
+    /// scrape.
+    pub jwks_age: IntGaugeVec,
     /// Verified-token cache lookups by result (`hit`, `miss`).
     pub token_cache: IntCounterVec,
     /// Tokens in the verified-token cache.
@@ -50,8 +51,11 @@ impl Metrics {
             &["route", "status"],
         )?;
         let auth_failures = IntCounterVec::new(
-            Opts::new("auth_failures_total", "Refused tokens by reason"),
-            &["reason"],
+            Opts::new(
+                "auth_failures_total",
+                "Refused tokens by reason and provider (\"\" when none could be told)",
+            ),
+            &["reason", "provider"],
         )?;
         let body_rejections = IntCounterVec::new(
             Opts::new(
@@ -104,16 +108,22 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         let jwks_fetches = IntCounterVec::new(
-            Opts::new("jwks_fetches_total", "JWKS fetches by outcome"),
-            &["outcome"],
+            Opts::new("jwks_fetches_total", "JWKS fetches by outcome and provider"),
+            &["outcome", "provider"],
         )?;
-        let jwks_loaded_at = IntGauge::new(
-            "jwks_last_success_timestamp_seconds",
-            "Unix time of the last successful JWKS load (0 = never); key-set age = now - this",
+        let jwks_loaded_at = IntGaugeVec::new(
+            Opts::new(
+                "jwks_last_success_timestamp_seconds",
+                "Unix time of the provider's last successful JWKS load (0 = never)",
+            ),
+            &["provider"],
         )?;
-        let jwks_age = IntGauge::new(
-            "jwks_key_set_age_seconds",
-            "Seconds since the key set was last loaded (-1 = never loaded)",
+        let jwks_age = IntGaugeVec::new(
+            Opts::new(
+                "jwks_key_set_age_seconds",
+                "Seconds since the provider's key set was last loaded (-1 = never loaded)",
+            ),
+            &["provider"],
         )?;
         registry.register(Box::new(jwks_age.clone()))?;
         let token_cache = IntCounterVec::new(
@@ -172,9 +182,11 @@ impl Metrics {
         }
     }
 
-    /// Counts one refused token.
-    pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures.with_label_values(&[reason]).inc();
+    /// Counts one refused token of `provider` ("" when none could be told).
+    pub fn auth_failure(&self, reason: &str, provider: &str) {
+        self.auth_failures
+            .with_label_values(&[reason, provider])
+            .inc();
     }
 
     /// Counts one refused body.

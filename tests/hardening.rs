@@ -646,7 +646,8 @@ async fn a_jwks_without_usable_keys_never_replaces_the_good_set() {
     assert_eq!(resp.status(), 200, "the good set was replaced");
     let metrics = http_get_blocking(gateway.admin, "/metrics").unwrap();
     assert!(
-        metrics.contains(r#"upload_gateway_jwks_fetches_total{outcome="error"}"#),
+        metrics
+            .contains(r#"upload_gateway_jwks_fetches_total{outcome="error",provider="default"}"#),
         "{metrics}"
     );
     assert!(gateway.logs().contains("no usable key"));

@@ -105,44 +105,90 @@ impl Default for FileApi {
     }
 }
 
+/// `[auth]`. The per-provider keys are `Option`s: in the single-issuer form they describe the
+/// one provider; with `[[auth.providers]]` they must not be written here at all.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct FileAuth {
-    pub(crate) jwks_url: String,
-    pub(crate) jwks_file: String,
-    pub(crate) issuer: String,
-    pub(crate) audiences: Vec<String>,
-    pub(crate) algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) jwks_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) audiences: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) algorithms: Option<Vec<String>>,
     pub(crate) leeway_s: i64,
     pub(crate) max_token_lifetime_s: i64,
     pub(crate) public_paths: Vec<String>,
     pub(crate) jwks_min_refresh_s: i64,
     pub(crate) jwks_max_refresh_s: i64,
     pub(crate) unknown_kid_cooldown_s: i64,
-    pub(crate) required_scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) required_scopes: Option<Vec<String>>,
     pub(crate) forward_token: bool,
-    pub(crate) claims_to_headers: BTreeMap<String, String>,
     pub(crate) verified_cache_capacity: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) claims_to_headers: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) providers: Vec<FileProvider>,
 }
 
 impl Default for FileAuth {
     fn default() -> Self {
         Self {
-            jwks_url: String::new(),
-            jwks_file: String::new(),
-            issuer: String::new(),
-            audiences: Vec::new(),
-            algorithms: vec!["RS256".into(), "ES256".into(), "EdDSA".into()],
+            jwks_url: None,
+            jwks_file: None,
+            issuer: None,
+            audiences: None,
+            algorithms: None,
             leeway_s: 30,
             max_token_lifetime_s: 86400,
             public_paths: vec!["/healthz".into()],
             jwks_min_refresh_s: 10,
             jwks_max_refresh_s: 86400,
             unknown_kid_cooldown_s: 30,
-            required_scopes: Vec::new(),
+            required_scopes: None,
             forward_token: true,
-            claims_to_headers: BTreeMap::new(),
             verified_cache_capacity: 100_000,
+            claims_to_headers: None,
+            providers: Vec::new(),
+        }
+    }
+}
+
+/// The algorithms accepted when none are listed.
+pub(crate) fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+
+/// One `[[auth.providers]]` table (SPEC §4.9).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileProvider {
+    pub(crate) name: String,
+    pub(crate) issuer: String,
+    pub(crate) jwks_url: String,
+    pub(crate) jwks_file: String,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<String>,
+    pub(crate) required_scopes: Vec<String>,
+    pub(crate) claims_to_headers: BTreeMap<String, String>,
+}
+
+impl Default for FileProvider {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            issuer: String::new(),
+            jwks_url: String::new(),
+            jwks_file: String::new(),
+            audiences: Vec::new(),
+            algorithms: default_algorithms(),
+            required_scopes: Vec::new(),
+            claims_to_headers: BTreeMap::new(),
         }
     }
 }

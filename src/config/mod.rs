@@ -19,7 +19,7 @@ mod settings;
 use file::{FileApi, FileAuth, FileConfig, FileObservability, FileServer, FileUpstream};
 pub use settings::{
     ApiSettings, AuthSettings, Config, JwksSource, LogFormat, ObservabilitySettings,
-    ServerSettings, UpstreamAddress, UpstreamSettings,
+    ProviderSettings, ServerSettings, UpstreamAddress, UpstreamSettings,
 };
 
 /// The largest request body the gateway will buffer: Pingora's retry buffer holds 64 KiB, and a
@@ -260,13 +260,25 @@ impl FileConfig {
             auth: self.auth.validate()?,
             observability: self.observability.validate()?,
         };
-        // What `check` prints is what the gateway will use: header names as sent.
-        file.auth.claims_to_headers = config
-            .auth
-            .claims_to_headers
-            .iter()
-            .map(|(claim, header)| (claim.clone(), header.as_str().to_owned()))
-            .collect();
+        // What `check` prints is what the gateway will use: every default filled in, header
+        // names as sent.
+        let headers = |p: &ProviderSettings| -> std::collections::BTreeMap<String, String> {
+            p.claims_to_headers
+                .iter()
+                .map(|(claim, header)| (claim.clone(), header.as_str().to_owned()))
+                .collect()
+        };
+        if config.auth.select_by_issuer {
+            for (printed, provider) in file.auth.providers.iter_mut().zip(&config.auth.providers) {
+                printed.claims_to_headers = headers(provider);
+            }
+        } else if let Some(provider) = config.auth.providers.first() {
+            let auth = &mut file.auth;
+            auth.audiences.get_or_insert_with(Vec::new);
+            auth.algorithms.get_or_insert_with(file::default_algorithms);
+            auth.required_scopes.get_or_insert_with(Vec::new);
+            auth.claims_to_headers = Some(headers(provider));
+        }
         Ok(Config { file, ..config })
     }
 }
@@ -471,45 +483,247 @@ impl FileApi {
     }
 }
 
-impl FileAuth {
-    fn validate(self) -> Result<AuthSettings, ConfigError> {
+/// The per-provider keys, as written in `[auth]` or in one `[[auth.providers]]` table.
+struct ProviderKeys<'a> {
+    /// `auth` or `auth.providers[N]`: the prefix of every key named in an error.
+    at: String,
+    name: String,
+    issuer: &'a str,
+    jwks_url: &'a str,
+    jwks_file: &'a str,
+    audiences: &'a [String],
+    algorithms: &'a [String],
+    required_scopes: &'a [String],
+    claims_to_headers: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// Headers a verified claim may not be sent as: the gateway sets them itself, or they are
+/// hop-by-hop.
+const RESERVED_HEADERS: [&str; 19] = [
+    "authorization",
+    "proxy-authorization",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "accept",
+    "accept-encoding",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "traceparent",
+];
+
+impl ProviderKeys<'_> {
+    fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.at)
+    }
+
+    fn validate(&self, discovery_allowed: bool) -> Result<ProviderSettings, ConfigError> {
         let jwks =
             match (self.jwks_url.is_empty(), self.jwks_file.is_empty()) {
                 (false, true) => {
                     let url = self.jwks_url;
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
                         return Err(invalid(
-                            "auth.jwks_url",
+                            self.key("jwks_url"),
                             format!("{url:?} must be an http:// or https:// URL"),
                         ));
                     }
-                    JwksSource::Url(url)
+                    JwksSource::Url(url.to_owned())
                 }
                 (true, false) => JwksSource::File(PathBuf::from(self.jwks_file)),
                 (false, false) => {
                     return Err(invalid(
-                        "auth.jwks_url",
+                        self.key("jwks_url"),
                         "set either jwks_url or jwks_file, not both",
                     ))
                 }
+                (true, true) if discovery_allowed => JwksSource::Discovery {
+                    issuer: self.issuer.to_owned(),
+                },
                 (true, true) => return Err(invalid(
-                    "auth.jwks_url",
+                    self.key("jwks_url"),
                     "missing: set jwks_url or jwks_file (every protected request needs a key set)",
                 )),
             };
+        if let JwksSource::Discovery { issuer } = &jwks {
+            let parsed = reqwest::Url::parse(issuer).ok();
+            let usable = parsed.as_ref().is_some_and(|u| {
+                matches!(u.scheme(), "https" | "http")
+                    && u.host_str().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            });
+            if !usable {
+                return Err(invalid(
+                    self.key("issuer"),
+                    format!(
+                        "{issuer:?}: without jwks_url or jwks_file the key set is found by OpenID \
+                         Connect discovery, which needs an http(s) issuer URL without query or \
+                         fragment"
+                    ),
+                ));
+            }
+        }
         if self.algorithms.is_empty() {
-            return Err(invalid("auth.algorithms", "is empty"));
+            return Err(invalid(self.key("algorithms"), "is empty"));
         }
         let mut algorithms = Vec::with_capacity(self.algorithms.len());
-        for name in &self.algorithms {
+        for name in self.algorithms {
             let alg = asymmetric_algorithm(name)
-                .map_err(|p| invalid("auth.algorithms", p.to_string()))?;
+                .map_err(|p| invalid(self.key("algorithms"), p.to_string()))?;
             if !algorithms.contains(&alg) {
                 algorithms.push(alg);
             }
         }
         if self.audiences.iter().any(String::is_empty) {
-            return Err(invalid("auth.audiences", "contains an empty string"));
+            return Err(invalid(self.key("audiences"), "contains an empty string"));
+        }
+        let mut claims_to_headers = Vec::with_capacity(self.claims_to_headers.len());
+        for (claim, header) in self.claims_to_headers {
+            let name = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                invalid(
+                    self.key("claims_to_headers"),
+                    format!("{header:?} is not a valid header name"),
+                )
+            })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(invalid(
+                    self.key("claims_to_headers"),
+                    format!("{header:?} is a header the gateway manages itself"),
+                ));
+            }
+            claims_to_headers.push((claim.clone(), name));
+        }
+        if self
+            .required_scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(' '))
+        {
+            return Err(invalid(
+                self.key("required_scopes"),
+                "scopes must be non-empty and contain no spaces",
+            ));
+        }
+        Ok(ProviderSettings {
+            name: self.name.clone(),
+            jwks,
+            issuer: (!self.issuer.is_empty()).then(|| self.issuer.to_owned()),
+            audiences: self.audiences.to_vec(),
+            algorithms,
+            required_scopes: self.required_scopes.to_vec(),
+            claims_to_headers,
+        })
+    }
+}
+
+impl FileAuth {
+    /// The providers: the one the single-issuer keys describe, or the `[[auth.providers]]`.
+    fn providers(&self) -> Result<(Vec<ProviderSettings>, bool), ConfigError> {
+        let no_vec: Vec<String> = Vec::new();
+        let no_map = std::collections::BTreeMap::new();
+        if self.providers.is_empty() {
+            let default_algorithms = file::default_algorithms();
+            let single = ProviderKeys {
+                at: "auth".to_owned(),
+                name: "default".to_owned(),
+                issuer: self.issuer.as_deref().unwrap_or_default(),
+                jwks_url: self.jwks_url.as_deref().unwrap_or_default(),
+                jwks_file: self.jwks_file.as_deref().unwrap_or_default(),
+                audiences: self.audiences.as_deref().unwrap_or(&no_vec),
+                algorithms: self.algorithms.as_deref().unwrap_or(&default_algorithms),
+                required_scopes: self.required_scopes.as_deref().unwrap_or(&no_vec),
+                claims_to_headers: self.claims_to_headers.as_ref().unwrap_or(&no_map),
+            };
+            return Ok((vec![single.validate(false)?], false));
+        }
+        // With providers, the per-provider keys live in each provider only.
+        let written_here = [
+            ("jwks_url", self.jwks_url.is_some()),
+            ("jwks_file", self.jwks_file.is_some()),
+            ("issuer", self.issuer.is_some()),
+            ("audiences", self.audiences.is_some()),
+            ("algorithms", self.algorithms.is_some()),
+            ("required_scopes", self.required_scopes.is_some()),
+            ("claims_to_headers", self.claims_to_headers.is_some()),
+        ];
+        if let Some((key, _)) = written_here.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                format!("auth.{key}"),
+                "is a per-provider key: with [[auth.providers]] it belongs in each provider, \
+                 not in [auth]",
+            ));
+        }
+        let mut providers: Vec<ProviderSettings> = Vec::with_capacity(self.providers.len());
+        for (index, p) in self.providers.iter().enumerate() {
+            let at = format!("auth.providers[{index}]");
+            if p.issuer.is_empty() {
+                return Err(invalid(
+                    format!("{at}.issuer"),
+                    "missing: a provider is picked by its issuer (the token's iss)",
+                ));
+            }
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?}: a provider needs a name of letters, digits, '-', '_' or '.' (its \
+                         label in logs and metrics)",
+                        p.name
+                    ),
+                ));
+            }
+            if providers.iter().any(|q| q.name == p.name) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("{:?} names two providers", p.name),
+                ));
+            }
+            if providers
+                .iter()
+                .any(|q| q.issuer.as_deref() == Some(p.issuer.as_str()))
+            {
+                return Err(invalid(
+                    format!("{at}.issuer"),
+                    format!("{:?} is the issuer of two providers", p.issuer),
+                ));
+            }
+            let keys = ProviderKeys {
+                at,
+                name: p.name.clone(),
+                issuer: &p.issuer,
+                jwks_url: &p.jwks_url,
+                jwks_file: &p.jwks_file,
+                audiences: &p.audiences,
+                algorithms: &p.algorithms,
+                required_scopes: &p.required_scopes,
+                claims_to_headers: &p.claims_to_headers,
+            };
+            providers.push(keys.validate(true)?);
+        }
+        Ok((providers, true))
+    }
+
+    fn validate(self) -> Result<AuthSettings, ConfigError> {
+        let (providers, select_by_issuer) = self.providers()?;
+        let mut identity_headers: Vec<http::HeaderName> = Vec::new();
+        for (_, header) in providers.iter().flat_map(|p| &p.claims_to_headers) {
+            if !identity_headers.contains(header) {
+                identity_headers.push(header.clone());
+            }
         }
         for path in &self.public_paths {
             if !path.starts_with('/') {
@@ -537,58 +751,10 @@ impl FileAuth {
                 format!("is larger than auth.jwks_max_refresh_s ({min} > {max})"),
             ));
         }
-        let mut claims_to_headers = Vec::with_capacity(self.claims_to_headers.len());
-        for (claim, header) in self.claims_to_headers {
-            let name = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                invalid(
-                    "auth.claims_to_headers",
-                    format!("{header:?} is not a valid header name"),
-                )
-            })?;
-            // Headers the gateway sets itself, and hop-by-hop headers.
-            let reserved = [
-                "authorization",
-                "proxy-authorization",
-                "host",
-                "content-length",
-                "content-type",
-                "content-encoding",
-                "transfer-encoding",
-                "connection",
-                "keep-alive",
-                "te",
-                "trailer",
-                "upgrade",
-                "expect",
-                "accept",
-                "accept-encoding",
-                "x-request-id",
-                "x-forwarded-for",
-                "x-forwarded-proto",
-            ];
-            if reserved.contains(&name.as_str()) {
-                return Err(invalid(
-                    "auth.claims_to_headers",
-                    format!("{header:?} is a header the gateway manages itself"),
-                ));
-            }
-            claims_to_headers.push((claim, name));
-        }
-        if self
-            .required_scopes
-            .iter()
-            .any(|s| s.is_empty() || s.contains(' '))
-        {
-            return Err(invalid(
-                "auth.required_scopes",
-                "scopes must be non-empty and contain no spaces",
-            ));
-        }
         Ok(AuthSettings {
-            jwks,
-            issuer: (!self.issuer.is_empty()).then_some(self.issuer),
-            audiences: self.audiences,
-            algorithms,
+            providers,
+            select_by_issuer,
+            identity_headers,
             leeway_s: int_in("auth.leeway_s", self.leeway_s, 0, 3600)?,
             max_token_lifetime_s: int_in(
                 "auth.max_token_lifetime_s",
@@ -606,9 +772,7 @@ impl FileAuth {
                 1,
                 86400,
             )?),
-            required_scopes: self.required_scopes,
             forward_token: self.forward_token,
-            claims_to_headers,
             verified_cache_capacity: int_in(
                 "auth.verified_cache_capacity",
                 self.verified_cache_capacity,
@@ -808,7 +972,7 @@ mod tests {
         assert_eq!(c.api.path_prefix, "/v1");
         assert_eq!(c.api.max_nb_chunks, 10000);
         assert_eq!(
-            c.auth.algorithms,
+            c.auth.providers[0].algorithms,
             vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
         );
         assert_eq!(c.auth.max_token_lifetime_s, 86400);

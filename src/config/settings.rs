@@ -132,19 +132,42 @@ pub enum JwksSource {
     Url(String),
     /// Read from a local file (re-read on refresh).
     File(PathBuf),
+    /// Found by OpenID Connect discovery from the issuer: the `jwks_uri` of
+    /// `{issuer without trailing /}/.well-known/openid-configuration`.
+    Discovery {
+        /// The configured issuer, which the document's `issuer` must equal exactly.
+        issuer: String,
+    },
 }
 
-/// `[auth]`: bearer token policy.
+/// One identity provider: where its keys come from and what its tokens must satisfy.
 #[derive(Debug, Clone)]
-pub struct AuthSettings {
+pub struct ProviderSettings {
+    /// Its label in logs and metrics (`default` for the single-issuer `[auth]` form).
+    pub name: String,
     /// The JWKS location.
     pub jwks: JwksSource,
-    /// Required `iss`, when set.
+    /// Required `iss`, when set; with several providers it is what picks this one.
     pub issuer: Option<String>,
     /// Accepted `aud` values (any match); empty means `aud` is not checked.
     pub audiences: Vec<String>,
     /// Accepted signature algorithms: asymmetric only.
     pub algorithms: Vec<Algorithm>,
+    /// Scopes every token must carry.
+    pub required_scopes: Vec<String>,
+    /// Verified claims sent upstream as headers: (claim, header name), sorted by claim.
+    pub claims_to_headers: Vec<(String, http::HeaderName)>,
+}
+
+/// `[auth]`: bearer token policy.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// The identity providers: one for the single-issuer form, else `[[auth.providers]]`.
+    pub providers: Vec<ProviderSettings>,
+    /// Whether the token's `iss` picks the provider (the `[[auth.providers]]` form).
+    pub select_by_issuer: bool,
+    /// Every header any provider's `claims_to_headers` sets: removed from every client request.
+    pub identity_headers: Vec<http::HeaderName>,
     /// Clock skew tolerated on `exp`, `nbf`, `iat`.
     pub leeway_s: u64,
     /// Longest accepted token lifetime.
@@ -155,15 +178,11 @@ pub struct AuthSettings {
     pub jwks_min_refresh: Duration,
     /// Upper clamp of the JWKS `max-age`.
     pub jwks_max_refresh: Duration,
-    /// At most one unknown-kid refresh per this period.
+    /// At most one unknown-kid refresh per this period, per provider.
     pub unknown_kid_cooldown: Duration,
-    /// Scopes every token must carry.
-    pub required_scopes: Vec<String>,
     /// Whether `Authorization` goes upstream.
     pub forward_token: bool,
-    /// Verified claims sent upstream as headers: (claim, header name), sorted by claim.
-    pub claims_to_headers: Vec<(String, http::HeaderName)>,
-    /// Entries in the verified-token cache.
+    /// Entries in the verified-token cache (shared by the providers).
     pub verified_cache_capacity: u64,
 }
 

@@ -31,6 +31,9 @@ pub enum FetchError {
     /// The document is not a JWKS.
     #[error("not a JWKS: {0}")]
     Invalid(String),
+    /// OpenID discovery failed: the document could not be fetched, or was refused.
+    #[error("discovery: {0}")]
+    Discovery(String),
     /// The document holds no key the gateway can use: publishing it would refuse every token.
     #[error("no usable key ({skipped} skipped)")]
     NoUsableKey {
@@ -51,6 +54,17 @@ pub struct Fetched {
 pub struct Fetcher {
     source: JwksSource,
     client: reqwest::Client,
+    /// Discovery only: the `jwks_uri` found, and when; found again when a JWKS fetch fails or
+    /// `rediscover_after` has passed.
+    discovered: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    rediscover_after: Duration,
+}
+
+/// The members of an OpenID Provider Metadata document the gateway reads.
+#[derive(serde::Deserialize)]
+struct ProviderMetadata {
+    issuer: String,
+    jwks_uri: String,
 }
 
 /// A reqwest error with every cause under it (`error sending request: connection refused`),
@@ -80,7 +94,8 @@ const USER_AGENT: &str = concat!("upload-gateway/", env!("CARGO_PKG_VERSION"));
 impl Fetcher {
     /// A fetcher for `source`. Fails when the HTTP client cannot be built: silently falling
     /// back to a default client would drop the no-redirect policy and the timeout.
-    pub fn new(source: JwksSource) -> Result<Self, FetchError> {
+    /// With OpenID discovery the document is fetched again after `rediscover_after`.
+    pub fn new(source: JwksSource, rediscover_after: Duration) -> Result<Self, FetchError> {
         // No pooling: fetches are minutes apart and may run on different runtimes (the first
         // one happens before Pingora's runtimes exist).
         let client = reqwest::Client::builder()
@@ -90,23 +105,30 @@ impl Fetcher {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| http_error(&e))?;
-        Ok(Self { source, client })
+        Ok(Self {
+            source,
+            client,
+            discovered: std::sync::Mutex::new(None),
+            rediscover_after,
+        })
     }
 
     /// Where keys come from, for logs: `host:port` of the URL (never its path or query), or the
     /// file.
     pub fn origin(&self) -> String {
         match &self.source {
-            JwksSource::Url(url) => reqwest::Url::parse(url)
-                .ok()
-                .and_then(|u| {
-                    let host = u.host_str()?.to_owned();
-                    Some(match u.port_or_known_default() {
-                        Some(port) => format!("{host}:{port}"),
-                        None => host,
+            JwksSource::Url(url) | JwksSource::Discovery { issuer: url } => {
+                reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| {
+                        let host = u.host_str()?.to_owned();
+                        Some(match u.port_or_known_default() {
+                            Some(port) => format!("{host}:{port}"),
+                            None => host,
+                        })
                     })
-                })
-                .unwrap_or_else(|| "(unparsable url)".to_owned()),
+                    .unwrap_or_else(|| "(unparsable url)".to_owned())
+            }
             JwksSource::File(path) => path.display().to_string(),
         }
     }
@@ -116,6 +138,17 @@ impl Fetcher {
     pub async fn fetch(&self) -> Result<Fetched, FetchError> {
         let (bytes, max_age) = match &self.source {
             JwksSource::Url(url) => self.fetch_url(url).await?,
+            JwksSource::Discovery { issuer } => {
+                let jwks_uri = self.jwks_uri(issuer).await?;
+                match self.fetch_url(&jwks_uri).await {
+                    Ok(fetched) => fetched,
+                    Err(e) => {
+                        // The IdP may have moved its keys: discover again next time.
+                        self.forget_discovery();
+                        return Err(e);
+                    }
+                }
+            }
             JwksSource::File(path) => {
                 let bytes = tokio::fs::read(path)
                     .await
@@ -131,6 +164,17 @@ impl Fetcher {
         for skip in &skipped {
             tracing::warn!(key = %skip, "jwks key skipped");
         }
+        let mut kids: Vec<&str> = keys.kids().collect();
+        kids.sort_unstable();
+        for pair in kids.windows(2) {
+            if pair[0] == pair[1] {
+                tracing::warn!(
+                    kid = pair[0],
+                    "jwks has several keys with this kid: a token naming it is checked against \
+                     the one that fits its alg, and refused when several fit"
+                );
+            }
+        }
         if keys.is_empty() {
             // Counted as a failed fetch: the last good set keeps serving, and a gateway that
             // never had one stays not ready.
@@ -139,6 +183,56 @@ impl Fetcher {
             });
         }
         Ok(Fetched { keys, max_age })
+    }
+
+    fn forget_discovery(&self) {
+        if let Ok(mut found) = self.discovered.lock() {
+            *found = None;
+        }
+    }
+
+    /// The `jwks_uri` of `issuer`'s OpenID Provider Metadata (OpenID Connect Discovery 1.0
+    /// §4): `{issuer without trailing /}/.well-known/openid-configuration`, whose `issuer` must
+    /// equal the configured one exactly (§4.3) and whose `jwks_uri` must use the issuer's
+    /// scheme. Kept until a JWKS fetch fails or `rediscover_after` has passed.
+    async fn jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
+        if let Ok(found) = self.discovered.lock() {
+            if let Some((uri, at)) = found.as_ref() {
+                if at.elapsed() < self.rediscover_after {
+                    return Ok(uri.clone());
+                }
+            }
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let (body, _) = self
+            .fetch_url(&url)
+            .await
+            .map_err(|e| FetchError::Discovery(format!("fetching the discovery document: {e}")))?;
+        let metadata: ProviderMetadata = serde_json::from_slice(&body).map_err(|e| {
+            FetchError::Discovery(format!(
+                "the discovery document is not provider metadata: {e}"
+            ))
+        })?;
+        if metadata.issuer != issuer {
+            return Err(FetchError::Discovery(format!(
+                "the discovery document's issuer {:?} is not the configured {issuer:?}",
+                metadata.issuer
+            )));
+        }
+        let scheme = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.scheme().to_owned());
+        if scheme(&metadata.jwks_uri).is_none() || scheme(&metadata.jwks_uri) != scheme(issuer) {
+            return Err(FetchError::Discovery(
+                "the discovery document's jwks_uri is not a URL with the issuer's scheme"
+                    .to_owned(),
+            ));
+        }
+        if let Ok(mut found) = self.discovered.lock() {
+            *found = Some((metadata.jwks_uri.clone(), std::time::Instant::now()));
+        }
+        Ok(metadata.jwks_uri)
     }
 
     async fn fetch_url(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), FetchError> {

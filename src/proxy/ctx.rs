@@ -45,6 +45,8 @@ pub struct RequestCtx {
     pub token: Option<Arc<VerifiedToken>>,
     /// Auth outcome label for the log line.
     pub auth_outcome: &'static str,
+    /// The identity provider the token belongs to, when one could be told.
+    pub provider: Option<usize>,
     /// Upstream attempts so far.
     pub attempts: u8,
     /// The upstream of the last attempt.
@@ -121,6 +123,7 @@ impl RequestCtx {
             response_buffer: Vec::new(),
             upstream_deadline: None,
             upstream_sent: None,
+            provider: None,
             watchdog: None,
             aborted: false,
             _in_flight: in_flight.enter(),

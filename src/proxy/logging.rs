@@ -25,7 +25,10 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
     api.metrics
         .observe_request(route, status, latency, ctx.upstream_latency);
     match &ctx.error {
-        Some(GatewayError::Auth(e)) => api.metrics.auth_failure(e.reason()),
+        Some(GatewayError::Auth(e)) => {
+            let provider = ctx.provider.map_or("", |i| api.auth.provider_name(i));
+            api.metrics.auth_failure(e.reason(), provider);
+        }
         Some(error @ (GatewayError::Body(_) | GatewayError::BodyTooLarge { .. })) => {
             api.metrics.body_rejection(error.reason())
         }

@@ -67,7 +67,9 @@ async fn decide(
         ctx.auth_outcome = "public";
     } else {
         let authorization = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
-        match api.auth.authenticate(authorization).await {
+        let (provider, verdict) = api.auth.authenticate(authorization).await;
+        ctx.provider = provider;
+        match verdict {
             Ok(token) => {
                 ctx.auth_outcome = "ok";
                 ctx.token = Some(token);

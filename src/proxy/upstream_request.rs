@@ -75,9 +75,10 @@ pub fn write(
             req.remove_header(name);
         }
     }
-    // Identity headers come from the verified token only, never from the client; CGI-style
-    // upstreams read `X_Auth_Subject` as `X-Auth-Subject`, so both spellings go.
-    if !api.config.auth.claims_to_headers.is_empty() {
+    // Identity headers come from the verified token only, never from the client (those of
+    // every provider, whichever verified the token); CGI-style upstreams read
+    // `X_Auth_Subject` as `X-Auth-Subject`, so both spellings go.
+    if !api.config.auth.identity_headers.is_empty() {
         let forged: Vec<http::HeaderName> = req
             .headers
             .keys()
@@ -111,7 +112,7 @@ const METHOD_OVERRIDES: [&str; 3] = [
 /// Whether a header name is, or would be read by a CGI-style upstream as, one of the
 /// headers the gateway fills from verified claims.
 fn is_identity_header(api: &Shared, name: &str) -> bool {
-    api.config.auth.claims_to_headers.iter().any(|(_, header)| {
+    api.config.auth.identity_headers.iter().any(|header| {
         let header = header.as_str().as_bytes();
         name.len() == header.len()
             && name

@@ -63,6 +63,9 @@ pub enum AuthError {
     /// `iss` is not the configured issuer (or not a string).
     #[error("wrong issuer")]
     WrongIssuer,
+    /// Several providers are configured and none has the token's `iss`.
+    #[error("no provider for the token's issuer")]
+    UnknownIssuer,
     /// Audiences are configured and the token has no `aud`.
     #[error("token has no aud")]
     MissingAudience,
@@ -98,6 +101,7 @@ impl AuthError {
             AuthError::IssuedInFuture => "issued_in_future",
             AuthError::MissingIssuer => "missing_issuer",
             AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::UnknownIssuer => "unknown_issuer",
             AuthError::MissingAudience => "missing_audience",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::LifetimeTooLong => "lifetime_too_long",

@@ -60,9 +60,18 @@ pub struct VerifiedToken {
     recheck: Recheck,
 }
 
+impl VerifiedToken {
+    /// Which provider (index into the policies the verifier was built with) verified it.
+    pub fn provider(&self) -> usize {
+        self.recheck.provider
+    }
+}
+
 /// How the token was verified, to re-check a cache hit against the current key set and clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recheck {
+    /// The provider whose key set verified it: a hit is re-checked against that set only.
+    provider: usize,
     nbf: Option<u64>,
     /// How the key was selected, to replay the selection against a new key set.
     header_kid: Option<String>,
@@ -72,39 +81,120 @@ struct Recheck {
     key_set: u64,
 }
 
-/// Verifies bearer tokens under one [`AuthPolicy`] and caches the verified ones.
-pub struct TokenVerifier {
+/// One provider's policy with its jsonwebtoken validations (one per algorithm family, since
+/// jsonwebtoken refuses a Validation that mixes families).
+struct Checks {
     policy: AuthPolicy,
-    // jsonwebtoken refuses a Validation that mixes algorithm families, so one per family.
     rsa: Option<Validation>,
     ec: Option<Validation>,
     ed: Option<Validation>,
+}
+
+/// Verifies bearer tokens under one [`AuthPolicy`] per provider and caches the verified ones
+/// in one cache for all providers, so a cache hit costs the same however many providers there
+/// are (it names its provider).
+pub struct TokenVerifier {
+    providers: Vec<Checks>,
+    /// Several providers: the token's (unverified) `iss` picks one before any key is looked
+    /// up. One provider: every token goes to it, and a wrong `iss` is that policy's refusal.
+    select_by_issuer: bool,
     /// `None` when caching is disabled (capacity 0).
     cache: Option<TokenCache>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
+/// A token read and looked up in the cache, with the provider that must verify it:
+/// [`TokenVerifier::prepare`], then [`TokenVerifier::finish`] with that provider's key set.
+pub struct Prepared<'a> {
+    /// The provider (index into the policies) whose key set [`TokenVerifier::finish`] needs.
+    pub provider: usize,
+    token: &'a [u8],
+    fingerprint: [u8; 32],
+    cached: Option<Arc<VerifiedToken>>,
+}
+
+fn checks(policy: AuthPolicy) -> Result<Checks, PolicyError> {
+    if policy.algorithms.is_empty() {
+        return Err(PolicyError::NoAlgorithms);
+    }
+    if let Some(alg) = policy
+        .algorithms
+        .iter()
+        .find(|alg| alg.family() == AlgorithmFamily::Hmac)
+    {
+        return Err(PolicyError::SymmetricAlgorithm(*alg));
+    }
+    if let Some((_, name)) = policy
+        .claims_to_headers
+        .iter()
+        .find(|(_, name)| !is_header_name(name))
+    {
+        return Err(PolicyError::InvalidHeaderName(name.clone()));
+    }
+    Ok(Checks {
+        rsa: family_validation(&policy.algorithms, AlgorithmFamily::Rsa),
+        ec: family_validation(&policy.algorithms, AlgorithmFamily::Ec),
+        ed: family_validation(&policy.algorithms, AlgorithmFamily::Ed),
+        policy,
+    })
+}
+
+/// The `iss` of a token's payload, unverified: only to pick the provider whose keys and policy
+/// then decide. `None` when absent or not a string; a payload that does not decode, or names
+/// `iss` twice, is malformed.
+fn unverified_issuer(token: &[u8]) -> Result<Option<String>, AuthError> {
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        #[serde(default)]
+        iss: Option<Value>,
+    }
+    let payload = token
+        .split(|&b| b == b'.')
+        .nth(1)
+        .ok_or(AuthError::Malformed)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| AuthError::Malformed)?;
+    let issuer: Issuer = serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+    Ok(match issuer.iss {
+        Some(Value::String(iss)) => Some(iss),
+        _ => None,
+    })
+}
+
 impl TokenVerifier {
-    /// Builds a verifier caching up to `cache_capacity` verified tokens (0 disables caching).
+    /// Builds a verifier for one provider, caching up to `cache_capacity` verified tokens (0
+    /// disables caching).
     pub fn new(policy: AuthPolicy, cache_capacity: u64) -> Result<TokenVerifier, PolicyError> {
-        if policy.algorithms.is_empty() {
-            return Err(PolicyError::NoAlgorithms);
+        Self::build(vec![checks(policy)?], false, cache_capacity)
+    }
+
+    /// Builds a verifier for several providers, each policy with its own `issuer` (required):
+    /// a token's `iss` picks the provider, a token whose `iss` no provider has is refused
+    /// ([`AuthError::UnknownIssuer`]).
+    pub fn with_providers(
+        policies: Vec<AuthPolicy>,
+        cache_capacity: u64,
+    ) -> Result<TokenVerifier, PolicyError> {
+        let mut all = Vec::with_capacity(policies.len());
+        for policy in policies {
+            if policy.issuer.is_none() {
+                return Err(PolicyError::NoIssuer);
+            }
+            all.push(checks(policy)?);
         }
-        if let Some(alg) = policy
-            .algorithms
-            .iter()
-            .find(|alg| alg.family() == AlgorithmFamily::Hmac)
-        {
-            return Err(PolicyError::SymmetricAlgorithm(*alg));
+        if all.is_empty() {
+            return Err(PolicyError::NoProvider);
         }
-        if let Some((_, name)) = policy
-            .claims_to_headers
-            .iter()
-            .find(|(_, name)| !is_header_name(name))
-        {
-            return Err(PolicyError::InvalidHeaderName(name.clone()));
-        }
+        Self::build(all, true, cache_capacity)
+    }
+
+    fn build(
+        providers: Vec<Checks>,
+        select_by_issuer: bool,
+        cache_capacity: u64,
+    ) -> Result<TokenVerifier, PolicyError> {
         let cache = (cache_capacity > 0).then(|| {
             let items = usize::try_from(cache_capacity).unwrap_or(usize::MAX);
             Cache::with(
@@ -116,53 +206,101 @@ impl TokenVerifier {
             )
         });
         Ok(TokenVerifier {
-            rsa: family_validation(&policy.algorithms, AlgorithmFamily::Rsa),
-            ec: family_validation(&policy.algorithms, AlgorithmFamily::Ec),
-            ed: family_validation(&policy.algorithms, AlgorithmFamily::Ed),
-            policy,
+            providers,
+            select_by_issuer,
             cache,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
     }
 
-    /// The policy this verifier enforces.
+    /// The policy of the first (or only) provider.
     pub fn policy(&self) -> &AuthPolicy {
-        &self.policy
+        &self.providers[0].policy
+    }
+
+    /// How many providers this verifier serves.
+    pub fn provider_count(&self) -> usize {
+        self.providers.len()
     }
 
     /// Verifies the token of an `Authorization` header value at time `now_s` (seconds since
-    /// the epoch). On [`AuthError::UnknownKid`] the caller may refresh `keys` and call again.
+    /// the epoch) against `keys`, whichever provider the token belongs to (the one-provider
+    /// case). On [`AuthError::UnknownKid`] the caller may refresh `keys` and call again.
     pub fn verify(
         &self,
         keys: &KeySet,
         authorization: Option<&[u8]>,
         now_s: u64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let prepared = self.prepare(authorization)?;
+        self.finish(&prepared, keys, now_s)
+    }
+
+    /// The first step: the bearer token read, looked up in the cache, and its provider
+    /// chosen (from the cached entry, or from the token's `iss` when there are several).
+    pub fn prepare<'a>(&self, authorization: Option<&'a [u8]>) -> Result<Prepared<'a>, AuthError> {
         let token = bearer_token(authorization)?;
         let fingerprint = sha256(token);
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&fingerprint));
+        let provider = match &cached {
+            Some(hit) => hit.recheck.provider,
+            None if self.select_by_issuer => {
+                let iss = unverified_issuer(token)?.ok_or(AuthError::MissingIssuer)?;
+                self.providers
+                    .iter()
+                    .position(|p| p.policy.issuer.as_deref() == Some(iss.as_str()))
+                    .ok_or(AuthError::UnknownIssuer)?
+            }
+            None => 0,
+        };
+        Ok(Prepared {
+            provider,
+            token,
+            fingerprint,
+            cached,
+        })
+    }
+
+    /// The second step: verify (or re-check the cached verification of) a prepared token
+    /// against its provider's current key set.
+    pub fn finish(
+        &self,
+        prepared: &Prepared<'_>,
+        keys: &KeySet,
+        now_s: u64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
         let Some(cache) = &self.cache else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return self.verify_uncached(keys, token, now_s);
+            return self.verify_uncached(prepared.provider, keys, prepared.token, now_s);
         };
-        if let Some(cached) = cache.get(&fingerprint) {
+        if let Some(cached) = &prepared.cached {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return self.recheck(cache, keys, &fingerprint, cached, now_s);
+            return self.recheck(cache, keys, &prepared.fingerprint, cached.clone(), now_s);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let verified = self.verify_uncached(keys, token, now_s)?;
-        cache.insert(fingerprint, Arc::clone(&verified));
+        let verified = self.verify_uncached(prepared.provider, keys, prepared.token, now_s)?;
+        cache.insert(prepared.fingerprint, Arc::clone(&verified));
         Ok(verified)
     }
 
     /// Drops the cached tokens that `keys` would no longer verify: their `kid` left the
-    /// set, or now names other key material. Call it after every key-set swap.
+    /// set, or now names other key material. Call it after every key-set swap (the
+    /// one-provider case; see [`TokenVerifier::retain_keys_of`]).
     pub fn retain_keys(&self, keys: &KeySet) {
+        self.retain_keys_of(0, keys);
+    }
+
+    /// [`TokenVerifier::retain_keys`] for the tokens of one provider: the others' stay.
+    pub fn retain_keys_of(&self, provider: usize, keys: &KeySet) {
         let Some(cache) = &self.cache else {
             return;
         };
         let before = cache.len();
-        cache.retain(|_, cached| verified_by(cached, keys));
+        cache.retain(|_, cached| cached.recheck.provider != provider || verified_by(cached, keys));
         let dropped = before.saturating_sub(cache.len());
         if dropped > 0 {
             tracing::debug!(dropped, "verified tokens dropped after key set change");
@@ -192,7 +330,8 @@ impl TokenVerifier {
             cache.remove(fingerprint);
             return Err(AuthError::UnknownKid);
         }
-        match check_time_window(cached.exp, cached.recheck.nbf, now_s, self.policy.leeway_s) {
+        let leeway_s = self.providers[cached.recheck.provider].policy.leeway_s;
+        match check_time_window(cached.exp, cached.recheck.nbf, now_s, leeway_s) {
             Ok(()) => Ok(cached),
             Err(error) => {
                 if error == AuthError::Expired {
@@ -205,10 +344,12 @@ impl TokenVerifier {
 
     fn verify_uncached(
         &self,
+        provider: usize,
         keys: &KeySet,
         token: &[u8],
         now_s: u64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let checks = &self.providers[provider];
         // Only the JWS compact alphabet: also makes the token ASCII.
         if !token
             .iter()
@@ -237,7 +378,7 @@ impl TokenVerifier {
             serde_json::from_slice(&header_json).map_err(|_| AuthError::Malformed)?;
         let alg = asymmetric_algorithm(&header.alg)
             .ok()
-            .filter(|alg| self.policy.algorithms.contains(alg))
+            .filter(|alg| checks.policy.algorithms.contains(alg))
             .ok_or(AuthError::AlgorithmNotAllowed)?;
         if header.crit {
             return Err(AuthError::CritUnsupported);
@@ -247,7 +388,7 @@ impl TokenVerifier {
         }
         // jku / x5u / jwk / x5c are never read: the key comes from the key set only.
         let key = keys.select(header.kid.as_deref(), alg)?;
-        let validation = self
+        let validation = checks
             .validation_for(alg)
             .ok_or(AuthError::AlgorithmNotAllowed)?;
         let claims =
@@ -255,13 +396,14 @@ impl TokenVerifier {
                 .map_err(|error| decode_error(error.kind()))?
                 .claims;
 
-        let times = self.check_claims(&claims, now_s)?;
+        let times = checks.check_claims(&claims, now_s)?;
         let verified = VerifiedToken {
             kid: key.kid().map(str::to_owned),
             exp: times.exp,
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            upstream_headers: self.upstream_headers(&claims),
+            upstream_headers: checks.upstream_headers(&claims),
             recheck: Recheck {
+                provider,
                 nbf: times.nbf,
                 header_kid: header.kid,
                 alg,
@@ -271,7 +413,9 @@ impl TokenVerifier {
         };
         Ok(Arc::new(verified))
     }
+}
 
+impl Checks {
     fn validation_for(&self, alg: Algorithm) -> Option<&Validation> {
         match alg.family() {
             AlgorithmFamily::Rsa => self.rsa.as_ref(),
@@ -330,7 +474,8 @@ impl TokenVerifier {
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier")
-            .field("policy", &self.policy)
+            .field("policy", &self.policy())
+            .field("providers", &self.providers.len())
             .field("cache", &self.cache_stats())
             .finish_non_exhaustive()
     }

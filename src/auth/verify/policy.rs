@@ -36,6 +36,12 @@ pub enum PolicyError {
     /// A `claims_to_headers` header name is not a valid HTTP field name.
     #[error("auth.claims_to_headers: {0:?} is not a valid header name")]
     InvalidHeaderName(String),
+    /// Several providers, and one without the `issuer` that selects it.
+    #[error("auth.providers: every provider needs an issuer")]
+    NoIssuer,
+    /// A verifier for several providers was asked for with none.
+    #[error("auth.providers is empty")]
+    NoProvider,
 }
 
 pub(super) fn family_validation(

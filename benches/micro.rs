@@ -294,5 +294,50 @@ fn cache_hits(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request_core, render, tokens, cache_hits);
+/// Choosing the provider on the cached path: a cache hit with one provider (the single-issuer
+/// form) against four (`[[auth.providers]]`, the token of the last one). The hit names its
+/// provider, so the issuer is only read from the token on a miss (`cold/...`).
+fn providers(c: &mut Criterion) {
+    let now = now_s();
+    let key = SigningKey::generate(Algorithm::EdDSA, "ed").expect("key");
+    let set = key_set(&[&key]);
+    let with_issuer = |iss: &str| AuthPolicy {
+        issuer: Some(iss.to_owned()),
+        ..policy()
+    };
+    let issuers: Vec<String> = (0..4)
+        .map(|i| format!("https://idp-{i}.example.com/"))
+        .collect();
+    let single = TokenVerifier::new(with_issuer(&issuers[3]), 1000).expect("policy");
+    let four =
+        TokenVerifier::with_providers(issuers.iter().map(|i| with_issuer(i)).collect(), 1000)
+            .expect("policies");
+    let mut token_claims = claims("bench-user", now);
+    token_claims["iss"] = json!(issuers[3]);
+    let header = bearer(&mint(&key, &token_claims).expect("mint"));
+    let mut g = c.benchmark_group("auth/providers");
+    for (name, verifier) in [("1", &single), ("4", &four)] {
+        let prepared = verifier.prepare(Some(&header)).expect("token");
+        verifier.finish(&prepared, &set, now).expect("valid");
+        g.bench_function(format!("cache_hit/{name}"), |b| {
+            b.iter(|| {
+                let prepared = verifier.prepare(black_box(Some(&header))).expect("token");
+                verifier.finish(&prepared, &set, now)
+            });
+        });
+    }
+    let uncached =
+        TokenVerifier::with_providers(issuers.iter().map(|i| with_issuer(i)).collect(), 0)
+            .expect("policies");
+    g.bench_function("select_on_miss/4", |b| {
+        b.iter(|| {
+            uncached
+                .prepare(black_box(Some(&header)))
+                .map(|p| p.provider)
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, request_core, render, tokens, cache_hits, providers);
 criterion_main!(benches);

@@ -72,7 +72,14 @@ impl AdminService {
             }
         }
         if !self.auth.has_key_set() {
-            reasons.push("no key set loaded".to_owned());
+            if self.auth.provider_count() > 1 {
+                let names = self.auth.providers_without_keys().join(", ");
+                reasons.push(format!(
+                    "no key set loaded (providers without keys: {names})"
+                ));
+            } else {
+                reasons.push("no key set loaded".to_owned());
+            }
         }
         let backends = self.upstreams.backends();
         let all = backends.get_backend();
@@ -135,13 +142,24 @@ impl ServeHttp for AdminService {
             "/healthz" => text(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
                 let reasons = self.not_ready_reasons().await;
+                // Ready with one provider's keys; the others are named all the same.
+                let without = self.auth.providers_without_keys();
+                let missing = if without.is_empty() || without.len() == self.auth.provider_count() {
+                    String::new()
+                } else {
+                    format!("; providers without keys: {}", without.join(", "))
+                };
                 if reasons.is_empty() {
-                    text(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                    text(
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("ready{missing}\n").into_bytes(),
+                    )
                 } else {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "text/plain",
-                        format!("not ready: {}\n", reasons.join("; ")).into_bytes(),
+                        format!("not ready: {}{missing}\n", reasons.join("; ")).into_bytes(),
                     )
                 }
             }

@@ -41,12 +41,12 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
     let _demo = Demo(child);
 
     let mut export = None;
-    let mut fresh_token = None;
+    let mut fresh_tokens = Vec::new();
     let mut commands = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
         if line.starts_with("export TOKEN=$(") {
-            fresh_token = Some(line.clone());
+            fresh_tokens.push(line.clone());
         } else if line.starts_with("export TOKEN=") {
             export = Some(line.clone());
         } else if line.starts_with("curl ") {
@@ -56,7 +56,8 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
         }
     }
     let export = export.expect("the demo printed no token");
-    let fresh_token = fresh_token.expect("the demo printed no way to mint a fresh token");
+    // One for the demo issuer, one for the second provider ("partner").
+    assert_eq!(fresh_tokens.len(), 2, "{fresh_tokens:?}");
     assert_eq!(commands.len(), 3, "{commands:?}");
 
     // Ready once the key set is loaded and the upload service is healthy.
@@ -96,12 +97,14 @@ fn printed_curl_commands_return_the_documented_response_in_json_and_xml() {
     assert!(document["upload"]["completed_at"].is_null(), "{with_null}");
     assert!(with_null.contains("\"completed_at\": null"), "{with_null}");
 
-    // The printed way to a fresh token gives one the gateway accepts, and it is a new one.
-    let fresh = run_with(&fresh_token, &format!("echo \"$TOKEN\"\n{}", commands[0]));
-    let (token, answer) = fresh.split_once('\n').unwrap();
-    assert!(token.len() > 100, "{fresh}");
-    assert!(!export.contains(token), "the same token again");
-    assert!(answer.contains("COMPLETING"), "{answer}");
+    // The printed ways to a fresh token give ones the gateway accepts, and new ones.
+    for fresh_token in &fresh_tokens {
+        let fresh = run_with(fresh_token, &format!("echo \"$TOKEN\"\n{}", commands[0]));
+        let (token, answer) = fresh.split_once('\n').unwrap();
+        assert!(token.len() > 100, "{fresh}");
+        assert!(!export.contains(token), "the same token again");
+        assert!(answer.contains("COMPLETING"), "{answer}");
+    }
 }
 
 #[test]

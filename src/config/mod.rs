@@ -841,6 +841,118 @@ mod tests {
         }
     }
 
+    const TWO: &str = "[[auth.providers]]\nname = \"corp\"\nissuer = \"https://idp.example.com/\"\njwks_url = \"https://idp.example.com/jwks\"\n\
+                       [[auth.providers]]\nname = \"partner\"\nissuer = \"https://partner.example/tenant-a\"\nclaims_to_headers = { sub = \"X-Partner-Sub\" }\n";
+
+    #[test]
+    fn providers_are_read_with_their_defaults_and_discovery() {
+        let c = Config::from_toml(TWO).unwrap();
+        assert!(c.auth.select_by_issuer);
+        assert_eq!(c.auth.providers.len(), 2);
+        assert_eq!(
+            c.auth.providers[0].jwks,
+            JwksSource::Url("https://idp.example.com/jwks".into())
+        );
+        // No key source: OpenID discovery from the issuer.
+        assert_eq!(
+            c.auth.providers[1].jwks,
+            JwksSource::Discovery {
+                issuer: "https://partner.example/tenant-a".into()
+            }
+        );
+        assert_eq!(
+            c.auth.providers[1].algorithms,
+            [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+        );
+        assert_eq!(c.auth.identity_headers.len(), 1);
+        // An empty jwks_url counts as absent.
+        let c = Config::from_toml(&TWO.replace(
+            "jwks_url = \"https://idp.example.com/jwks\"",
+            "jwks_url = \"\"",
+        ))
+        .unwrap();
+        assert!(matches!(
+            c.auth.providers[0].jwks,
+            JwksSource::Discovery { .. }
+        ));
+        // What check prints reads back the same.
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again.auth.providers.len(), 2);
+        assert_eq!(again.auth.providers[1].name, "partner");
+    }
+
+    #[test]
+    fn the_single_issuer_form_is_one_provider_named_default() {
+        let c = with("").unwrap();
+        assert!(!c.auth.select_by_issuer);
+        assert_eq!(c.auth.providers.len(), 1);
+        assert_eq!(c.auth.providers[0].name, "default");
+        assert_eq!(
+            c.auth.providers[0].jwks,
+            JwksSource::File("/dev/null".into())
+        );
+    }
+
+    #[test]
+    fn provider_refusals_name_the_key() {
+        let cases = [
+            // Per-provider keys in [auth] and providers.
+            (
+                format!("[auth]\naudiences = [\"x\"]\n{TWO}"),
+                "auth.audiences",
+            ),
+            (
+                format!("[auth]\njwks_url = \"https://a/\"\n{TWO}"),
+                "auth.jwks_url",
+            ),
+            (
+                format!("[auth]\nalgorithms = [\"RS256\"]\n{TWO}"),
+                "auth.algorithms",
+            ),
+            // Two providers with the same issuer or name.
+            (
+                TWO.replace(
+                    "https://partner.example/tenant-a",
+                    "https://idp.example.com/",
+                ),
+                "auth.providers[1].issuer",
+            ),
+            (
+                TWO.replace("\"partner\"", "\"corp\""),
+                "auth.providers[1].name",
+            ),
+            // A provider without issuer, or without a name.
+            (
+                TWO.replace("issuer = \"https://partner.example/tenant-a\"\n", ""),
+                "auth.providers[1].issuer",
+            ),
+            (
+                TWO.replace("name = \"partner\"\n", ""),
+                "auth.providers[1].name",
+            ),
+            // Their own keys, checked as in [auth].
+            (
+                TWO.replace("X-Partner-Sub", "Host"),
+                "auth.providers[1].claims_to_headers",
+            ),
+            (
+                format!("{TWO}algorithms = [\"HS256\"]\n"),
+                "auth.providers[1].algorithms",
+            ),
+            (
+                TWO.replace("https://partner.example/tenant-a", "partner"),
+                "auth.providers[1].issuer",
+            ),
+        ];
+        for (text, key) in cases {
+            let (_, got) = line_and_key(&text);
+            assert_eq!(got, key, "{text}");
+        }
+        // The line of a provider's key is found in its own table.
+        let (line, _) = line_and_key(&TWO.replace("X-Partner-Sub", "Host"));
+        assert_eq!(line, Some(8));
+    }
+
     #[test]
     fn every_problem_names_its_key_and_line() {
         let cases = [

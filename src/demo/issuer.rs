@@ -18,6 +18,9 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// The path that mints a fresh token, once [`Issuer::serve_tokens`] has been called.
 pub const TOKEN_PATH: &str = "/token";
 
+/// The OpenID Connect discovery document's path, under the issuer's own path.
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
 struct State {
     keys: RwLock<Vec<SigningKey>>,
     /// The issuer's own `iss`, known once the server is bound.
@@ -26,7 +29,17 @@ struct State {
     token_claims: RwLock<Option<(String, String)>>,
     max_age_s: u64,
     fetches: AtomicU64,
+    /// When each JWKS request arrived.
+    fetch_times: std::sync::Mutex<Vec<std::time::Instant>>,
+    discoveries: AtomicU64,
     available: AtomicBool,
+    /// The issuer's path (`""`, or `/tenant-a`): every endpoint lives under it.
+    path: String,
+    /// The `issuer` the discovery document claims, when not the real one (tests of a
+    /// mismatch).
+    discovery_issuer: RwLock<Option<String>>,
+    /// The `jwks_uri` of the discovery document, known once bound.
+    jwks_uri: std::sync::OnceLock<String>,
 }
 
 /// A running issuer; stops when dropped.
@@ -51,6 +64,24 @@ fn claims(issuer: &str, subject: &str, audience: &str, lifetime_s: u64) -> Value
 }
 
 impl State {
+    /// The OpenID Provider Metadata: `issuer` and `jwks_uri` (what the gateway reads).
+    fn discovery_document(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        self.discoveries.fetch_add(1, Ordering::SeqCst);
+        if !self.available.load(Ordering::SeqCst) {
+            return respond(503, "text/plain", "down\n");
+        }
+        let claimed = self.discovery_issuer.read().ok().and_then(|c| c.clone());
+        let issuer = claimed
+            .or_else(|| self.issuer.get().cloned())
+            .unwrap_or_default();
+        let document = json!({
+            "issuer": issuer,
+            "jwks_uri": self.jwks_uri.get().cloned().unwrap_or_default(),
+            "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        });
+        respond(200, "application/json", document.to_string())
+    }
+
     /// `GET /token`: a fresh token, one hour, with the first published key.
     fn mint_on_request(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
         let who = self.token_claims.read().ok().and_then(|c| c.clone());
@@ -79,25 +110,51 @@ impl Issuer {
         keys: Vec<SigningKey>,
         max_age_s: u64,
     ) -> std::io::Result<Self> {
+        Self::start_at(addr, keys, max_age_s, "").await
+    }
+
+    /// [`Issuer::start`] for an issuer with a path (`/tenant-a`): its `iss` is
+    /// `http://addr/tenant-a` and its JWKS, discovery document and token endpoint live under
+    /// that path (OpenID Connect Discovery §4).
+    pub async fn start_at(
+        addr: SocketAddr,
+        keys: Vec<SigningKey>,
+        max_age_s: u64,
+        path: &str,
+    ) -> std::io::Result<Self> {
         let state = Arc::new(State {
             keys: RwLock::new(keys),
             issuer: std::sync::OnceLock::new(),
             token_claims: RwLock::new(None),
             max_age_s,
             fetches: AtomicU64::new(0),
+            fetch_times: std::sync::Mutex::new(Vec::new()),
+            discoveries: AtomicU64::new(0),
             available: AtomicBool::new(true),
+            path: path.trim_end_matches('/').to_owned(),
+            discovery_issuer: RwLock::new(None),
+            jwks_uri: std::sync::OnceLock::new(),
         });
         let handler_state = state.clone();
         let server = serve(addr, move |req| {
             let state = handler_state.clone();
             async move {
-                if req.uri.path() == TOKEN_PATH {
+                let Some(path) = req.uri.path().strip_prefix(state.path.as_str()) else {
+                    return respond(404, "text/plain", "not found\n");
+                };
+                if path == TOKEN_PATH {
                     return state.mint_on_request();
                 }
-                if req.uri.path() != JWKS_PATH {
+                if path == DISCOVERY_PATH {
+                    return state.discovery_document();
+                }
+                if path != JWKS_PATH {
                     return respond(404, "text/plain", "not found\n");
                 }
                 state.fetches.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut times) = state.fetch_times.lock() {
+                    times.push(std::time::Instant::now());
+                }
                 if !state.available.load(Ordering::SeqCst) {
                     return respond(503, "text/plain", "down\n");
                 }
@@ -115,8 +172,15 @@ impl Issuer {
             }
         })
         .await?;
-        let issuer = format!("http://{}/", server.addr());
+        let issuer = if state.path.is_empty() {
+            format!("http://{}/", server.addr())
+        } else {
+            format!("http://{}{}", server.addr(), state.path)
+        };
         let _ = state.issuer.set(issuer.clone());
+        let _ = state
+            .jwks_uri
+            .set(format!("http://{}{}{JWKS_PATH}", server.addr(), state.path));
         Ok(Self {
             server,
             state,
@@ -126,7 +190,32 @@ impl Issuer {
 
     /// The JWKS URL to configure as `auth.jwks_url`.
     pub fn jwks_url(&self) -> String {
-        format!("http://{}{JWKS_PATH}", self.server.addr())
+        format!(
+            "http://{}{}{JWKS_PATH}",
+            self.server.addr(),
+            self.state.path
+        )
+    }
+
+    /// When each JWKS request arrived, in order.
+    pub fn fetch_times(&self) -> Vec<std::time::Instant> {
+        self.state
+            .fetch_times
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Discovery documents served so far.
+    pub fn discovery_count(&self) -> u64 {
+        self.state.discoveries.load(Ordering::SeqCst)
+    }
+
+    /// Makes the discovery document claim another `issuer` (`None`: the real one).
+    pub fn set_discovery_issuer(&self, issuer: Option<&str>) {
+        if let Ok(mut claimed) = self.state.discovery_issuer.write() {
+            *claimed = issuer.map(str::to_owned);
+        }
     }
 
     /// JWKS requests served so far (including refused ones).
@@ -161,7 +250,11 @@ impl Issuer {
 
     /// The URL of `GET /token`.
     pub fn token_url(&self) -> String {
-        format!("http://{}{TOKEN_PATH}", self.server.addr())
+        format!(
+            "http://{}{}{TOKEN_PATH}",
+            self.server.addr(),
+            self.state.path
+        )
     }
 
     /// Mints a token with the first published key.

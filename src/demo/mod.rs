@@ -37,12 +37,14 @@ pub enum DemoError {
     Start(#[from] server::StartError),
 }
 
-/// The demo's gateway configuration for the given helper servers.
+/// The demo's gateway configuration for the given helper servers: two identity providers,
+/// `demo` (its JWKS URL given) and `partner` (found by OpenID discovery from its issuer).
 pub fn demo_config(
     options: &DemoOptions,
     upstream: SocketAddr,
     jwks_url: &str,
     issuer: &str,
+    partner_issuer: &str,
 ) -> Result<Config, DemoError> {
     let listen = options.listen;
     let admin = options.admin_listen;
@@ -57,14 +59,22 @@ servers = ["{upstream}"]
 [api]
 path_prefix = "/v1"
 
-[auth]
-jwks_url = "{jwks_url}"
-issuer = "{issuer}"
-audiences = ["{DEMO_AUDIENCE}"]
-
 [observability]
 admin_listen = "{admin}"
 log_format = "text"
+
+[[auth.providers]]
+name = "demo"
+issuer = "{issuer}"
+jwks_url = "{jwks_url}"
+audiences = ["{DEMO_AUDIENCE}"]
+claims_to_headers = {{ sub = "X-Auth-Subject" }}
+
+[[auth.providers]]
+name = "partner"
+issuer = "{partner_issuer}"
+audiences = ["{DEMO_AUDIENCE}"]
+claims_to_headers = {{ sub = "X-Partner-Subject" }}
 "#
     );
     Ok(Config::from_toml(&text)?)
@@ -117,18 +127,28 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
         .enable_all()
         .build()?;
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let (service, issuer) = runtime.block_on(async {
+    let (service, issuer, partner) = runtime.block_on(async {
         let key = SigningKey::generate(Algorithm::RS256, "demo-rs256")?;
+        let partner_key = SigningKey::generate(Algorithm::ES256, "partner-es256")?;
         let service = UploadService::start(loopback, UploadServiceOptions::default()).await?;
         let issuer = Issuer::start(loopback, vec![key], 300).await?;
-        Ok::<_, DemoError>((service, issuer))
+        let partner = Issuer::start_at(loopback, vec![partner_key], 300, "/partner").await?;
+        Ok::<_, DemoError>((service, issuer, partner))
     })?;
-    let config = demo_config(options, service.addr(), &issuer.jwks_url(), &issuer.issuer)?;
+    let config = demo_config(
+        options,
+        service.addr(),
+        &issuer.jwks_url(),
+        &issuer.issuer,
+        &partner.issuer,
+    )?;
     let token = issuer.mint(&issuer.claims("demo-user", DEMO_AUDIENCE, 3600))?;
     let gateway = server::build(config, &RunOptions::default())?;
     issuer.serve_tokens("demo-user", DEMO_AUDIENCE);
+    partner.serve_tokens("partner-user", DEMO_AUDIENCE);
     let [json, xml, with_null] = curl_commands(options.listen);
     let token_url = issuer.token_url();
+    let partner_token_url = partner.token_url();
     println!(
         "upload-gateway demo\n\
          gateway         http://{} (prefix /v1)\n\
@@ -142,13 +162,17 @@ pub fn run(options: &DemoOptions) -> Result<(), DemoError> {
          Keys without a value too (show_null):\n\n{with_null}\n\n\
          A fresh token when this one expires:\n\n\
          export TOKEN=$(curl -sS {token_url})\n\n\
+         A second identity provider, \"partner\" (found by OpenID discovery from its issuer\n\
+         {}): its tokens work the same, and X-Partner-Subject reaches the upstream:\n\n\
+         export TOKEN=$(curl -sS {partner_token_url})\n\n\
          Ctrl-C stops everything.",
         options.listen,
         service.addr(),
         issuer.jwks_url(),
         options.admin_listen,
+        partner.issuer,
     );
     // The helper servers live on `runtime`, which must outlive the gateway.
-    let _keep = (runtime, service, issuer);
+    let _keep = (runtime, service, issuer, partner);
     gateway.run();
 }

@@ -85,6 +85,8 @@ pub struct GatewayConfig {
     pub extra: Vec<(&'static str, String)>,
     /// `upstream.servers` as written, instead of `upstreams` (host names).
     pub server_names: Option<Vec<String>>,
+    /// `[[auth.providers]]` tables, instead of the single-issuer keys of `[auth]`.
+    pub providers: Option<String>,
 }
 
 impl GatewayConfig {
@@ -95,7 +97,14 @@ impl GatewayConfig {
             issuer: issuer.issuer.clone(),
             extra: Vec::new(),
             server_names: None,
+            providers: None,
         }
+    }
+
+    /// `[[auth.providers]]` tables (TOML) instead of the single issuer.
+    pub fn with_providers(mut self, tables: &str) -> Self {
+        self.providers = Some(tables.to_owned());
+        self
     }
 
     /// `upstream.servers` written as these names (resolved by the gateway at run time).
@@ -122,20 +131,26 @@ impl GatewayConfig {
             Some(names) => names.iter().map(|n| format!("\"{n}\"")).collect(),
             None => self.upstreams.iter().map(|a| format!("\"{a}\"")).collect(),
         };
+        let single = match &self.providers {
+            Some(_) => String::new(),
+            None => format!(
+                "jwks_url = \"{}\"\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n",
+                self.jwks_url, self.issuer
+            ),
+        };
         format!(
             "[server]\nlisten = [\"{listen}\"]\nthreads = 1\n{}\n\
              [upstream]\nservers = [{}]\nconnect_timeout_ms = 500\nhealth_check_interval_ms = 200\n{}\n\
              [api]\n{}\n\
-             [auth]\njwks_url = \"{}\"\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n{}\n\
-             [observability]\nadmin_listen = \"{admin}\"\nlog_format = \"json\"\n{}",
+             [auth]\n{single}{}\n\
+             [observability]\nadmin_listen = \"{admin}\"\nlog_format = \"json\"\n{}\n{}",
             self.section("server"),
             servers.join(", "),
             self.section("upstream"),
             self.section("api"),
-            self.jwks_url,
-            self.issuer,
             self.section("auth"),
             self.section("observability"),
+            self.providers.as_deref().unwrap_or_default(),
         )
     }
 }

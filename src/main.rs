@@ -38,6 +38,10 @@ enum Command {
         /// The TOML configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Do not bind the listeners for a moment (to check the configuration of a running
+        /// instance before an --upgrade, whose ports are taken by design).
+        #[arg(long)]
+        no_bind: bool,
     },
     /// Run the gateway with a built-in upload service and token issuer on loopback.
     Demo {
@@ -84,7 +88,7 @@ fn host_port(text: &str) -> Result<std::net::SocketAddr, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check { config, no_bind }) => check(&config, !no_bind),
         Some(Command::Demo {
             listen,
             admin_listen,
@@ -104,14 +108,25 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(path: &Path) -> ExitCode {
+/// `path: line N: ` for a message about `key`, when the file has it.
+fn at_line(path: &Path, key: &str) -> String {
+    let line = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| upload_gateway::config::line_of(&text, key));
+    match line {
+        Some(line) => format!("{}: line {line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+fn check(path: &Path, bind: bool) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
     };
     // The listeners must be able to open, as at start (bound for a moment, then released).
-    if let Err(e) = upload_gateway::preflight::check(&config, true) {
-        eprintln!("upload-gateway: {}: {e}", path.display());
+    if let Err(e) = upload_gateway::preflight::check(&config, bind) {
+        eprintln!("upload-gateway: {}: {e}", at_line(path, &e.key));
         return ExitCode::from(2);
     }
     print!("{}", config.to_toml());
@@ -139,6 +154,10 @@ fn run(args: RunArgs) -> ExitCode {
     };
     match upload_gateway::server::build(config, &options) {
         Ok(server) => server.run(),
+        Err(upload_gateway::server::StartError::Listener(e)) => {
+            eprintln!("upload-gateway: {}: {e}", at_line(&path, &e.key));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("upload-gateway: {e}");
             ExitCode::FAILURE

@@ -38,6 +38,14 @@ pub enum StartError {
     /// A listener could not open (the key is named).
     #[error(transparent)]
     Listener(#[from] crate::preflight::ListenerError),
+    /// The pid file cannot be written.
+    #[error("--pid-file {path}: cannot write it: {source}")]
+    PidFile {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Pingora's own command-line switches, passed through.
@@ -90,6 +98,7 @@ impl Built {
     pub fn run(self) -> ! {
         if !self.daemon {
             if let Err(e) = self.pid_file.write() {
+                // Checked writable in `build`: only a race can get here.
                 tracing::error!(error = %e, "cannot write the pid file (--pid-file)");
             }
         }
@@ -140,6 +149,18 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> 
         (None, true) => Some(conf.pid_file.clone().into()),
         (None, false) => None,
     });
+    // Fail fast on a pid file that cannot be written, before --daemon forks (the daemon would
+    // die after the launcher had already exited 0).
+    if let Some(path) = pid_file.path() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|source| StartError::PidFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -171,6 +192,7 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> 
         gateway.in_flight(),
         server.watch_execution_phase(),
         pid_file.clone(),
+        config.server.shutdown_grace,
     );
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 (TLS with ALPN) bounds its header block itself; HTTP/1 heads are bounded by the

@@ -45,6 +45,11 @@ impl PidFile {
         }
     }
 
+    /// The path, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.0.as_deref()
+    }
+
     /// Removes the file if it still names this process.
     pub fn remove(&self) {
         let Some(path) = &self.0 else {
@@ -66,6 +71,7 @@ pub struct Signals {
     in_flight: InFlightCounter,
     phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     pid_file: PidFile,
+    grace: Duration,
 }
 
 impl Signals {
@@ -75,12 +81,14 @@ impl Signals {
         in_flight: InFlightCounter,
         phases: broadcast::Receiver<ExecutionPhase>,
         pid_file: PidFile,
+        grace: Duration,
     ) -> Self {
         Self {
             auth,
             in_flight,
             phases: std::sync::Mutex::new(Some(phases)),
             pid_file,
+            grace,
         }
     }
 
@@ -90,10 +98,25 @@ impl Signals {
         };
         let in_flight = self.in_flight.clone();
         let pid_file = self.pid_file.clone();
+        let grace = self.grace;
         // Without the watcher the gateway still exits, only at the end of the grace period.
         let _ = std::thread::Builder::new()
             .name("drain-watch".into())
-            .spawn(move || exit_when_drained(phases, &in_flight, &pid_file));
+            .spawn(move || exit_when_drained(phases, &in_flight, &pid_file, grace));
+        // Pingora stops watching signals once the drain starts, and a handled SIGINT no longer
+        // kills: keep honouring it, so an operator can cut a long drain short.
+        let in_flight = self.in_flight.clone();
+        let pid_file = self.pid_file.clone();
+        tokio::spawn(async move {
+            let mut int = install(SignalKind::interrupt(), "SIGINT");
+            next(&mut int).await;
+            tracing::warn!(
+                in_flight = in_flight.get(),
+                "SIGINT during the drain: exiting now, cutting the requests still in flight"
+            );
+            pid_file.remove();
+            std::process::exit(0);
+        });
     }
 }
 
@@ -104,6 +127,7 @@ fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: &InFlightCounter,
     pid_file: &PidFile,
+    grace: Duration,
 ) {
     loop {
         match phases.blocking_recv() {
@@ -115,7 +139,21 @@ fn exit_when_drained(
     // Several idle observations in a row, so a request caught between accept and its context
     // being created is not cut off.
     let mut idle_polls = 0;
+    let started = std::time::Instant::now();
+    let mut warned = false;
     loop {
+        // Pingora ends the process when the grace period runs out: say what that cuts.
+        if !warned && started.elapsed() + Duration::from_millis(100) >= grace {
+            let left = in_flight.get();
+            if left > 0 {
+                tracing::warn!(
+                    in_flight = left,
+                    "the shutdown grace period (server.shutdown_grace_s) is over: cutting the \
+                     requests still in flight"
+                );
+            }
+            warned = true;
+        }
         if in_flight.get() == 0 {
             idle_polls += 1;
             if idle_polls >= 3 {

@@ -129,3 +129,39 @@ fn check_accepts_upstream_names_that_do_not_resolve_yet() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_names_the_line_of_bytes_that_are_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, b"[server]\nthreads = 2\nlisten = [\"\xff\"]\n").unwrap();
+    let out = Command::new(common::binary())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 3: server.listen: not UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_two_provider_example_in_the_shipped_config_is_valid() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.toml")).unwrap();
+    let start = text.find("#   [[auth.providers]]").expect("no example");
+    let end = start + text[start..].find("# Where the signing keys").unwrap();
+    let example: String = text[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (ok, stdout, stderr) = check(&format!("[auth]\nleeway_s = 30\n\n{example}"));
+    assert!(ok, "{example}\n{stderr}");
+    assert_eq!(stdout.matches("[[auth.providers]]").count(), 2, "{stdout}");
+    assert!(stdout.contains("name = \"partner\""), "{stdout}");
+}

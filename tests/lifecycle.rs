@@ -157,9 +157,11 @@ fn a_listener_that_cannot_open_stops_the_process_and_check_names_the_key() {
         assert!(!ok, "{key}: started anyway:\n{out}");
         assert!(out.contains(key), "{key}: {out}");
         assert!(out.contains(&detail), "{key} / {detail}: {out}");
+        assert!(out.contains(": line "), "no line: {out}");
         let (ok, out) = run_to_exit(&["check", "--config", &config]);
         assert!(!ok, "check passed a config whose {key} cannot open");
         assert!(out.contains(key) && out.contains(&detail), "{out}");
+        assert!(out.contains(": line "), "no line: {out}");
     }
     drop(taken);
 }
@@ -552,4 +554,79 @@ async fn upstream_latency_starts_at_the_upstream_write_and_new_metrics_are_expos
         )),
         1.0
     );
+}
+
+#[test]
+fn a_pid_file_that_cannot_be_written_stops_the_start_even_under_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port(), free_port(), "");
+    for daemon in [false, true] {
+        let mut args = vec!["--config", &config, "--pid-file", "/nonexistent/dir/gw.pid"];
+        if daemon {
+            args.push("--daemon");
+        }
+        let (ok, out) = run_to_exit(&args);
+        assert!(!ok, "daemon={daemon}: exited 0:\n{out}");
+        assert!(out.contains("--pid-file"), "{out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+}
+
+#[test]
+fn sigint_cuts_a_long_drain_short() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let slow = rt.block_on(async {
+        UploadService::start(
+            (Ipv4Addr::LOCALHOST, 0).into(),
+            UploadServiceOptions {
+                delay: Duration::from_secs(20),
+                ..UploadServiceOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    });
+    let issuer = rt.block_on(issuer());
+    let mut gateway = Gateway::start(
+        &GatewayConfig::new(vec![slow.addr()], &issuer)
+            .with("server", "shutdown_grace_s = 60")
+            .with(
+                "upstream",
+                "read_timeout_ms = 60000\nresponse_timeout_ms = 60000",
+            ),
+    );
+    // A request that will not finish for a long time.
+    let token = token(&issuer);
+    let url = gateway.url(&finish_path());
+    let _pending = rt.spawn(async move { finish_call(&client(), url, &token).send().await });
+    std::thread::sleep(Duration::from_millis(500));
+    gateway.terminate();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        gateway.wait_exit(Duration::ZERO).is_none(),
+        "SIGTERM did not wait for the request"
+    );
+    let started = Instant::now();
+    gateway.signal("INT");
+    let (_, logs) = gateway
+        .wait_exit(Duration::from_secs(10))
+        .expect("SIGINT during the drain was ignored");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(logs.contains("SIGINT during the drain"), "{logs}");
+}
+
+#[test]
+fn check_without_bind_accepts_the_config_of_a_running_instance() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (service, issuer) = rt.block_on(async { (upload_service().await, issuer().await) });
+    let gateway = Gateway::start(&GatewayConfig::new(vec![service.addr()], &issuer));
+    let config = gateway.config_path.to_string_lossy().into_owned();
+    let (ok, out) = run_to_exit(&["check", "--config", &config]);
+    assert!(!ok, "its ports are taken: {out}");
+    assert!(
+        out.contains("server.listen") && out.contains("line "),
+        "{out}"
+    );
+    let (ok, out) = run_to_exit(&["check", "--no-bind", "--config", &config]);
+    assert!(ok, "{out}");
 }

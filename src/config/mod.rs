@@ -67,6 +67,13 @@ impl ConfigError {
     }
 }
 
+/// The 1-based line of the dotted `key` in configuration `text` (of its section when the key
+/// is defaulted), for messages about a key found wrong after loading (a listener that cannot
+/// open).
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    locate::line_of_key(text, key)
+}
+
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -78,9 +85,19 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let text = String::from_utf8_lossy(valid);
+            let line = locate::line_of(&text, text.len());
+            ConfigError::Invalid {
+                key: locate::key_at_line(&text, line).unwrap_or_else(|| "(file)".to_owned()),
+                problem: "not UTF-8 text (TOML files are UTF-8)".to_owned(),
+                line: Some(line),
+            }
         })?;
         Self::from_toml(&text)
     }
@@ -199,6 +216,55 @@ fn is_anchored(pattern: &str) -> bool {
     props.look_set_prefix().contains(Look::Start) && props.look_set_suffix().contains(Look::End)
 }
 
+/// Every listener on its own address and a real port: two listeners on one address (or one on
+/// a wildcard address and one on a specific address of the same port) cannot both open, and
+/// port 0 would listen on a port nobody knows.
+fn distinct_listeners(config: &Config) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, SocketAddr)> = Vec::new();
+    let all = config
+        .server
+        .listen
+        .iter()
+        .map(|a| ("server.listen", *a))
+        .chain(
+            config
+                .server
+                .tls_listen
+                .iter()
+                .map(|a| ("server.tls_listen", *a)),
+        )
+        .chain(
+            config
+                .observability
+                .admin_listen
+                .map(|a| ("observability.admin_listen", a)),
+        );
+    for (key, addr) in all {
+        if addr.port() == 0 {
+            return Err(invalid(
+                key,
+                format!("{addr}: port 0 would listen on a port chosen at random"),
+            ));
+        }
+        let clash = seen.iter().find(|(_, other)| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip()
+                    || other.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        if let Some((other_key, other)) = clash {
+            return Err(invalid(
+                key,
+                format!(
+                    "{addr} is also {other_key} ({other}): every listener needs its own address"
+                ),
+            ));
+        }
+        seen.push((key, addr));
+    }
+    Ok(())
+}
+
 /// An `upstream.servers` entry: `host:port` or `[v6]:port`, checked for shape only. Names are
 /// resolved at run time, so a Service name that does not resolve yet is not a load error.
 fn upstream_address(item: &str) -> Result<UpstreamAddress, ConfigError> {
@@ -260,6 +326,7 @@ impl FileConfig {
             auth: self.auth.validate()?,
             observability: self.observability.validate()?,
         };
+        distinct_listeners(&config)?;
         // What `check` prints is what the gateway will use: every default filled in, header
         // names as sent.
         let headers = |p: &ProviderSettings| -> std::collections::BTreeMap<String, String> {
@@ -446,11 +513,19 @@ impl FileApi {
         if !prefix.is_empty()
             && (!prefix.starts_with('/')
                 || prefix.ends_with('/')
-                || prefix.contains(['?', '#', '%', ' ']))
+                || prefix.contains(['?', '#', '%', ' ', '\\', ';'])
+                || prefix.contains("//")
+                || prefix
+                    .split('/')
+                    .any(|segment| segment == "." || segment == ".."))
         {
             return Err(invalid(
                 "api.path_prefix",
-                format!("{prefix:?} must be empty or start with '/' and not end with '/'"),
+                format!(
+                    "{prefix:?} must be empty, or '/'-separated segments starting with '/' \
+                     (no trailing '/', no empty, '.' or '..' segment, no '?', '#', '%', '\\', \
+                     ';' or space)"
+                ),
             ));
         }
         let upload_id_pattern = regex::RegexBuilder::new(&self.upload_id_pattern)
@@ -595,6 +670,15 @@ impl ProviderKeys<'_> {
                     format!("{header:?} is not a valid header name"),
                 )
             })?;
+            if claims_to_headers
+                .iter()
+                .any(|(_, h): &(String, http::HeaderName)| *h == name)
+            {
+                return Err(invalid(
+                    self.key("claims_to_headers"),
+                    format!("{header:?} is the header of two claims"),
+                ));
+            }
             if RESERVED_HEADERS.contains(&name.as_str()) {
                 return Err(invalid(
                     self.key("claims_to_headers"),
@@ -951,6 +1035,47 @@ mod tests {
         // The line of a provider's key is found in its own table.
         let (line, _) = line_and_key(&TWO.replace("X-Partner-Sub", "Host"));
         assert_eq!(line, Some(8));
+    }
+
+    #[test]
+    fn listeners_need_their_own_address_and_a_real_port() {
+        let cases = [
+            (
+                "[server]\nlisten = [\"127.0.0.1:8081\", \"127.0.0.1:8081\"]\n",
+                "server.listen",
+            ),
+            (
+                "[server]\nlisten = [\"0.0.0.0:8081\", \"127.0.0.1:8081\"]\n",
+                "server.listen",
+            ),
+            (
+                "[server]\nlisten = [\"127.0.0.1:9091\"]\n",
+                "observability.admin_listen",
+            ),
+            ("[server]\nlisten = [\"127.0.0.1:0\"]\n", "server.listen"),
+        ];
+        for (text, key) in cases {
+            let e = error_of(&format!("{MINIMAL}{text}"));
+            assert!(e.starts_with(&format!("{key}:")), "{text}: {e}");
+        }
+        assert!(with("[server]\nlisten = [\"127.0.0.1:8081\", \"127.0.0.2:8081\"]\n").is_ok());
+    }
+
+    #[test]
+    fn a_prefix_with_dot_or_empty_segments_is_refused() {
+        for prefix in ["/v1/../x", "/./v1", "/v1//x", "/v1\\\\x", "/v1;x"] {
+            let e = error_of(&format!("{MINIMAL}[api]\npath_prefix = '{prefix}'\n"));
+            assert!(e.starts_with("api.path_prefix:"), "{prefix}: {e}");
+        }
+        assert!(with("[api]\npath_prefix = \"/api/v1\"\n").is_ok());
+    }
+
+    #[test]
+    fn two_claims_may_not_share_a_header() {
+        let e = error_of(&format!(
+            "{MINIMAL}[auth.claims_to_headers]\nsub = \"X-A\"\nemail = \"x-a\"\n"
+        ));
+        assert!(e.starts_with("auth.claims_to_headers:"), "{e}");
     }
 
     #[test]

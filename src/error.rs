@@ -140,6 +140,10 @@ pub enum GatewayError {
     /// closed without an answer; the status is the log's and the metrics').
     #[error("request head not received in time")]
     HeaderTimeout,
+    /// A CORS preflight from an origin not allowed, or asking for a method or header not
+    /// allowed.
+    #[error("cors preflight refused")]
+    CorsRefused,
     /// A fault inside the gateway.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -158,7 +162,7 @@ impl GatewayError {
             GatewayError::HeaderTooLarge { .. } => 431,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::MalformedUploadId => 404,
-            GatewayError::Auth(_) => 403,
+            GatewayError::Auth(_) | GatewayError::CorsRefused => 403,
             GatewayError::KeySetUnavailable => 503,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamInvalid => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -193,6 +197,7 @@ impl GatewayError {
             GatewayError::MalformedRequest => "malformed_request",
             GatewayError::HeaderTooLarge { .. } => "header_too_large",
             GatewayError::HeaderTimeout => "header_timeout",
+            GatewayError::CorsRefused => "cors_refused",
             GatewayError::Internal(reason) => reason,
         }
     }

@@ -42,6 +42,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod jwks;

@@ -19,6 +19,7 @@ pub(crate) struct FileConfig {
     pub(crate) api: FileApi,
     pub(crate) auth: FileAuth,
     pub(crate) observability: FileObservability,
+    pub(crate) cors: FileCors,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -205,6 +206,31 @@ impl Default for FileObservability {
         Self {
             admin_listen: "127.0.0.1:9091".into(),
             log_format: "json".into(),
+        }
+    }
+}
+
+/// `[cors]` (SPEC §4.11): empty `allowed_origins` turns CORS off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileCors {
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) allowed_methods: Vec<String>,
+    pub(crate) allowed_headers: Vec<String>,
+    pub(crate) expose_headers: Vec<String>,
+    pub(crate) max_age_s: i64,
+}
+
+impl Default for FileCors {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "POST", "PUT", "DELETE"].map(String::from).to_vec(),
+            allowed_headers: ["authorization", "content-type", "accept", "x-request-id"]
+                .map(String::from)
+                .to_vec(),
+            expose_headers: vec!["x-request-id".into()],
+            max_age_s: 600,
         }
     }
 }

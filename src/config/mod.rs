@@ -325,6 +325,7 @@ impl FileConfig {
             api: self.api.validate()?,
             auth: self.auth.validate()?,
             observability: self.observability.validate()?,
+            cors: self.cors.validate()?,
         };
         distinct_listeners(&config)?;
         // What `check` prints is what the gateway will use: every default filled in, header
@@ -864,6 +865,20 @@ impl FileAuth {
                 100_000_000,
             )?,
         })
+    }
+}
+
+impl file::FileCors {
+    fn validate(self) -> Result<Option<crate::cors::CorsPolicy>, ConfigError> {
+        let max_age = int_in("cors.max_age_s", self.max_age_s, 0, 86400)?;
+        crate::cors::CorsPolicy::new(
+            &self.allowed_origins,
+            &self.allowed_methods,
+            &self.allowed_headers,
+            &self.expose_headers,
+            max_age,
+        )
+        .map_err(|(key, problem)| invalid(key, problem))
     }
 }
 

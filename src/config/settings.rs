@@ -27,6 +27,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[observability]`
     pub observability: ObservabilitySettings,
+    /// `[cors]`: `None` when CORS is off (no allowed origin).
+    pub cors: Option<crate::cors::CorsPolicy>,
     /// The file as read, every absent key given its default: what `check` prints.
     pub(super) file: FileConfig,
 }

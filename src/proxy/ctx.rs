@@ -47,6 +47,13 @@ pub struct RequestCtx {
     pub auth_outcome: &'static str,
     /// The identity provider the token belongs to, when one could be told.
     pub provider: Option<usize>,
+    /// CORS is on for this request's route: upstream CORS headers are replaced by the
+    /// gateway's, and every answer varies on `Origin`.
+    pub cors_enabled: bool,
+    /// The CORS headers every answer to this request carries (its `Origin` is allowed).
+    pub cors_headers: Option<[(&'static str, http::HeaderValue); 2]>,
+    /// A preflight to answer 204 with these headers.
+    pub preflight: Option<Vec<(&'static str, http::HeaderValue)>>,
     /// Upstream attempts so far.
     pub attempts: u8,
     /// The upstream of the last attempt.
@@ -124,6 +131,9 @@ impl RequestCtx {
             upstream_deadline: None,
             upstream_sent: None,
             provider: None,
+            cors_enabled: false,
+            cors_headers: None,
+            preflight: None,
             watchdog: None,
             aborted: false,
             _in_flight: in_flight.enter(),

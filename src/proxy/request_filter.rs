@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, ORIGIN,
+};
 use http::{HeaderValue, Method};
 use pingora::proxy::Session;
 use pingora::Result;
@@ -16,6 +18,7 @@ use super::ctx::{RequestCtx, UpstreamQuery};
 use super::shared::Shared;
 use super::upstream::headers::X_REQUEST_ID;
 use super::{respond, upstream};
+use crate::cors::Preflight;
 use crate::error::GatewayError;
 use crate::request::{body, query};
 use crate::route::{self, Route};
@@ -27,6 +30,10 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pingora's proxy loop.
 pub async fn run(api: &Shared, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     match decide(api, session, ctx).await {
+        Ok(()) if ctx.preflight.is_some() => {
+            respond::preflight(session, ctx).await?;
+            Ok(true)
+        }
         Ok(()) if ctx.route == Route::FinishUpload => {
             upstream::exchange::finish_upload(api, session, ctx).await?;
             Ok(true)
@@ -61,6 +68,31 @@ async fn decide(
             Ok(q) => q.render_options(accept),
             Err(_) => query::lenient_render_options(raw_query, accept),
         };
+    }
+
+    // CORS before the token: a preflight carries none.
+    if let (Some(cors), true) = (&api.config.cors, ctx.route.is_api()) {
+        ctx.cors_enabled = true;
+        let origin = req.headers.get(ORIGIN).map(HeaderValue::as_bytes);
+        let asked = |name: &str| req.headers.get(name).map(HeaderValue::as_bytes);
+        match cors.preflight(
+            &req.method,
+            origin,
+            asked("access-control-request-method"),
+            asked("access-control-request-headers"),
+        ) {
+            Preflight::Allowed(headers) => {
+                ctx.auth_outcome = "preflight";
+                ctx.preflight = Some(headers);
+                return Ok(());
+            }
+            Preflight::Refused => return Err(GatewayError::CorsRefused),
+            Preflight::No => {
+                ctx.cors_headers = origin
+                    .and_then(|o| cors.allowed_origin(o))
+                    .map(|allowed| cors.answer_headers(allowed));
+            }
+        }
     }
 
     if api.config.auth.public_paths.iter().any(|p| p == path) {

@@ -48,3 +48,18 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, error: GatewayEr
     }
     Ok(())
 }
+
+/// Answers an allowed CORS preflight: 204 with the preflight headers, stamped like every
+/// answer; nothing goes upstream.
+pub async fn preflight(session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(8))?;
+    stamp_response(&mut resp, ctx, false)?;
+    for (name, value) in ctx.preflight.take().unwrap_or_default() {
+        resp.insert_header(name, value)?;
+    }
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}

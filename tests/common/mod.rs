@@ -87,6 +87,8 @@ pub struct GatewayConfig {
     pub server_names: Option<Vec<String>>,
     /// `[[auth.providers]]` tables, instead of the single-issuer keys of `[auth]`.
     pub providers: Option<String>,
+    /// Whole sections appended at the end (`[cors]`, ...).
+    pub extra_tail: Option<String>,
 }
 
 impl GatewayConfig {
@@ -98,6 +100,7 @@ impl GatewayConfig {
             extra: Vec::new(),
             server_names: None,
             providers: None,
+            extra_tail: None,
         }
     }
 
@@ -150,7 +153,11 @@ impl GatewayConfig {
             self.section("api"),
             self.section("auth"),
             self.section("observability"),
-            self.providers.as_deref().unwrap_or_default(),
+            format!(
+                "{}\n{}",
+                self.extra_tail.as_deref().unwrap_or_default(),
+                self.providers.as_deref().unwrap_or_default()
+            ),
         )
     }
 }

@@ -64,6 +64,16 @@ pub fn strip_response(resp: &mut ResponseHeader) {
     }
 }
 
+/// The CORS headers of an answer.
+const CORS_RESPONSE_HEADERS: [&str; 6] = [
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
+];
+
 /// Answers that never have a body (RFC 9110 §6.4.1): relayed without one and without framing.
 pub fn is_bodiless(status: u16) -> bool {
     matches!(status, 204 | 304) || (100..200).contains(&status)
@@ -88,6 +98,20 @@ pub fn stamp_response(
     resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
     if ctx.route.is_api() {
         resp.append_header(VARY, "Accept")?;
+    }
+    if ctx.cors_enabled {
+        // The gateway owns CORS on the API: an upstream's own grants never reach the browser.
+        if from_upstream {
+            for name in CORS_RESPONSE_HEADERS {
+                resp.remove_header(name);
+            }
+        }
+        resp.append_header(VARY, "Origin")?;
+        if let Some(headers) = &ctx.cors_headers {
+            for (name, value) in headers {
+                resp.insert_header(*name, value.clone())?;
+            }
+        }
     }
     Ok(())
 }

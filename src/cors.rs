@@ -127,8 +127,7 @@ impl CorsPolicy {
         let text = std::str::from_utf8(origin).ok()?;
         let normalised = normalised_origin(text)?;
         self.origins
-            .iter()
-            .any(|o| *o == normalised)
+            .contains(&normalised)
             .then(|| HeaderValue::from_str(text).ok())
             .flatten()
     }

@@ -419,3 +419,47 @@ async fn background_refreshes_are_jittered() {
         "the providers still fetch together: {spread} s"
     );
 }
+
+/// A discovery outage after a failed JWKS fetch must not stop key rotation: the jwks_uri found
+/// before keeps being used until discovery answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_discovery_outage_does_not_stop_key_rotation() {
+    let service = upload_service().await;
+    let old = rsa_key("k1");
+    let idp = issuer_with(vec![old.clone()], 1).await;
+    let config = GatewayConfig::new(vec![service.addr()], &idp)
+        .with("auth", "jwks_min_refresh_s = 1")
+        .with_providers(&provider("idp", &idp.issuer, "", "X-Subject"));
+    let gateway = Gateway::start(&config);
+    let old_token = mint(&old, &idp.claims("alice", AUDIENCE, 3600)).unwrap();
+    assert_eq!(put(&gateway, &old_token).await.status(), 200);
+    // Everything fails for a moment (a JWKS fetch fails), then only discovery stays down.
+    idp.set_available(false);
+    let failed = idp.fetch_count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while idp.fetch_count() == failed {
+        assert!(Instant::now() < deadline, "no refresh while down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    idp.set_discovery_available(false);
+    idp.set_available(true);
+    // The key rotates: k1 is revoked, k2 is the new one.
+    let new = rsa_key("k2");
+    idp.set_keys(vec![new.clone()]);
+    let new_token = mint(&new, &idp.claims("alice", AUDIENCE, 3600)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (new_status, old_status) = (
+            put(&gateway, &new_token).await.status(),
+            put(&gateway, &old_token).await.status(),
+        );
+        if new_status == 200 && old_status == 403 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotation stuck while discovery is down: new {new_status}, revoked {old_status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -33,6 +33,8 @@ struct State {
     fetch_times: std::sync::Mutex<Vec<std::time::Instant>>,
     discoveries: AtomicU64,
     available: AtomicBool,
+    /// The discovery document alone answers 503 while false.
+    discovery_available: AtomicBool,
     /// The issuer's path (`""`, or `/tenant-a`): every endpoint lives under it.
     path: String,
     /// The `issuer` the discovery document claims, when not the real one (tests of a
@@ -67,7 +69,9 @@ impl State {
     /// The OpenID Provider Metadata: `issuer` and `jwks_uri` (what the gateway reads).
     fn discovery_document(&self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
         self.discoveries.fetch_add(1, Ordering::SeqCst);
-        if !self.available.load(Ordering::SeqCst) {
+        if !self.available.load(Ordering::SeqCst)
+            || !self.discovery_available.load(Ordering::SeqCst)
+        {
             return respond(503, "text/plain", "down\n");
         }
         let claimed = self.discovery_issuer.read().ok().and_then(|c| c.clone());
@@ -131,6 +135,7 @@ impl Issuer {
             fetch_times: std::sync::Mutex::new(Vec::new()),
             discoveries: AtomicU64::new(0),
             available: AtomicBool::new(true),
+            discovery_available: AtomicBool::new(true),
             path: path.trim_end_matches('/').to_owned(),
             discovery_issuer: RwLock::new(None),
             jwks_uri: std::sync::OnceLock::new(),
@@ -209,6 +214,13 @@ impl Issuer {
     /// Discovery documents served so far.
     pub fn discovery_count(&self) -> u64 {
         self.state.discoveries.load(Ordering::SeqCst)
+    }
+
+    /// Makes the discovery document alone answer 503 (`false`) or itself (`true`).
+    pub fn set_discovery_available(&self, available: bool) {
+        self.state
+            .discovery_available
+            .store(available, Ordering::SeqCst);
     }
 
     /// Makes the discovery document claim another `issuer` (`None`: the real one).

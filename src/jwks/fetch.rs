@@ -54,10 +54,19 @@ pub struct Fetched {
 pub struct Fetcher {
     source: JwksSource,
     client: reqwest::Client,
-    /// Discovery only: the `jwks_uri` found, and when; found again when a JWKS fetch fails or
-    /// `rediscover_after` has passed.
-    discovered: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    /// Discovery only: the `jwks_uri` found, when, and whether a JWKS fetch from it failed
+    /// since; found again when one did or `rediscover_after` has passed. While discovery
+    /// itself fails, the last `jwks_uri` found keeps being used (a discovery outage must not
+    /// stop key rotation, or keep a revoked key).
+    discovered: std::sync::Mutex<Option<Discovered>>,
     rediscover_after: Duration,
+}
+
+/// A `jwks_uri` found by discovery.
+struct Discovered {
+    jwks_uri: String,
+    at: std::time::Instant,
+    failed_since: bool,
 }
 
 /// The members of an OpenID Provider Metadata document the gateway reads.
@@ -187,7 +196,9 @@ impl Fetcher {
 
     fn forget_discovery(&self) {
         if let Ok(mut found) = self.discovered.lock() {
-            *found = None;
+            if let Some(found) = found.as_mut() {
+                found.failed_since = true;
+            }
         }
     }
 
@@ -196,13 +207,32 @@ impl Fetcher {
     /// equal the configured one exactly (§4.3) and whose `jwks_uri` must use the issuer's
     /// scheme. Kept until a JWKS fetch fails or `rediscover_after` has passed.
     async fn jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
-        if let Ok(found) = self.discovered.lock() {
-            if let Some((uri, at)) = found.as_ref() {
-                if at.elapsed() < self.rediscover_after {
-                    return Ok(uri.clone());
+        let known = match self.discovered.lock() {
+            Ok(found) => match found.as_ref() {
+                Some(d) if !d.failed_since && d.at.elapsed() < self.rediscover_after => {
+                    return Ok(d.jwks_uri.clone());
                 }
-            }
+                Some(d) => Some(d.jwks_uri.clone()),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        match self.discover(issuer).await {
+            Ok(uri) => Ok(uri),
+            Err(e) => match known {
+                Some(uri) => {
+                    tracing::warn!(
+                        error = %e,
+                        "discovery failed; fetching the key set from the jwks_uri found before"
+                    );
+                    Ok(uri)
+                }
+                None => Err(e),
+            },
         }
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<String, FetchError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
@@ -230,7 +260,11 @@ impl Fetcher {
             ));
         }
         if let Ok(mut found) = self.discovered.lock() {
-            *found = Some((metadata.jwks_uri.clone(), std::time::Instant::now()));
+            *found = Some(Discovered {
+                jwks_uri: metadata.jwks_uri.clone(),
+                at: std::time::Instant::now(),
+                failed_since: false,
+            });
         }
         Ok(metadata.jwks_uri)
     }

@@ -150,6 +150,7 @@ impl<SV> EdgeApp<SV> {
             latency,
             upstream_latency: None,
             auth: "none",
+            provider: None,
             reason: Some(refusal.error.reason()),
             proxy_error: None,
             aborted: false,

@@ -22,13 +22,11 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
     };
     let route = ctx.route.template();
     let latency = ctx.started.elapsed();
+    let provider = ctx.provider.map(|i| api.auth.provider_name(i));
     api.metrics
         .observe_request(route, status, latency, ctx.upstream_latency);
     match &ctx.error {
-        Some(GatewayError::Auth(e)) => {
-            let provider = ctx.provider.map_or("", |i| api.auth.provider_name(i));
-            api.metrics.auth_failure(e.reason(), provider);
-        }
+        Some(GatewayError::Auth(e)) => api.metrics.auth_failure(e.reason(), provider.unwrap_or("")),
         Some(error @ (GatewayError::Body(_) | GatewayError::BodyTooLarge { .. })) => {
             api.metrics.body_rejection(error.reason())
         }
@@ -43,6 +41,7 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         latency,
         upstream_latency: ctx.upstream_latency,
         auth: ctx.auth_outcome,
+        provider,
         reason: ctx.error.as_ref().map(GatewayError::reason),
         proxy_error: e.map(|e| e.etype().as_str()),
         aborted: ctx.aborted,
@@ -71,6 +70,8 @@ pub(crate) struct AccessLine<'a> {
     pub latency: Duration,
     pub upstream_latency: Option<Duration>,
     pub auth: &'static str,
+    /// The identity provider the token belonged to, when one could be told.
+    pub provider: Option<&'a str>,
     pub reason: Option<&'static str>,
     pub proxy_error: Option<&'static str>,
     /// The answer had begun when the exchange failed: the client connection was aborted.
@@ -94,6 +95,7 @@ impl AccessLine<'_> {
             latency_us = self.latency.as_micros() as u64,
             upstream_latency_us = self.upstream_latency.map(|d| d.as_micros() as u64),
             auth = self.auth,
+            provider = self.provider,
             reason = self.reason,
             proxy_error = self.proxy_error,
             aborted = self.aborted.then_some(true),

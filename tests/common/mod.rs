@@ -134,6 +134,11 @@ impl GatewayConfig {
             Some(names) => names.iter().map(|n| format!("\"{n}\"")).collect(),
             None => self.upstreams.iter().map(|a| format!("\"{a}\"")).collect(),
         };
+        let tail = [self.extra_tail.as_deref(), self.providers.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n");
         let single = match &self.providers {
             Some(_) => String::new(),
             None => format!(
@@ -153,11 +158,7 @@ impl GatewayConfig {
             self.section("api"),
             self.section("auth"),
             self.section("observability"),
-            format!(
-                "{}\n{}",
-                self.extra_tail.as_deref().unwrap_or_default(),
-                self.providers.as_deref().unwrap_or_default()
-            ),
+            tail,
         )
     }
 }

@@ -125,3 +125,27 @@ pub(super) fn header_text(value: &Value) -> Option<String> {
 pub(super) fn is_header_name(name: &str) -> bool {
     http::HeaderName::from_bytes(name.as_bytes()).is_ok()
 }
+
+/// Whether a JSON object names one member twice (escapes decoded: `"s\u0075b"` is `sub`).
+/// jsonwebtoken keeps the last copy, a first-copy parser upstream would read the other: such a
+/// token is refused rather than read one way here and another way there.
+pub(super) fn has_duplicate_members(json: &[u8]) -> bool {
+    struct Members;
+    impl<'de> serde::de::Visitor<'de> for Members {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut duplicate = false;
+            while let Some(key) = map.next_key::<String>()? {
+                let _: serde::de::IgnoredAny = map.next_value()?;
+                duplicate |= !seen.insert(key);
+            }
+            Ok(duplicate)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    serde::Deserializer::deserialize_map(&mut de, Members).unwrap_or(true)
+}

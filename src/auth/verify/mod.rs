@@ -396,6 +396,13 @@ impl TokenVerifier {
                 .map_err(|error| decode_error(error.kind()))?
                 .claims;
 
+        // One reading of every claim: a payload naming a member twice is refused.
+        let payload_json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::Malformed)?;
+        if claims::has_duplicate_members(&payload_json) {
+            return Err(AuthError::Malformed);
+        }
         let times = checks.check_claims(&claims, now_s)?;
         let verified = VerifiedToken {
             kid: key.kid().map(str::to_owned),
@@ -1096,6 +1103,34 @@ mod tests {
         assert!(verify(&format!("bearer {token}")).is_ok());
         assert!(verify(&format!("BEARER {token}")).is_ok());
         assert!(verify(&format!(" \tBearer  {token}\t ")).is_ok());
+    }
+
+    #[test]
+    fn a_payload_naming_a_claim_twice_is_refused() {
+        let k = keys();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"rsa-1"}"#);
+        for twice in [
+            r#""tenant":"t1","tenant":"t2""#,
+            r#""sub":"a","s\u0075b":"b""#,
+        ] {
+            let payload = format!(
+                r#"{{"iss":"{ISSUER}","aud":"upload-api","iat":{},"exp":{},{twice}}}"#,
+                NOW - 10,
+                NOW + 600
+            );
+            let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &k.rsa.encoding_key,
+                Algorithm::RS256,
+            )
+            .unwrap();
+            assert_eq!(
+                check(&format!("{message}.{signature}")).unwrap_err(),
+                AuthError::Malformed,
+                "{twice}"
+            );
+        }
     }
 
     #[test]

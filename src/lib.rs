@@ -56,4 +56,5 @@ pub mod request;
 pub mod route;
 pub mod server;
 pub mod signals;
+pub mod trace_context;
 pub mod xml_names;

@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub cors_enabled: bool,
     /// The CORS headers every answer to this request carries (its `Origin` is allowed).
     pub cors_headers: Option<[(&'static str, http::HeaderValue); 2]>,
+    /// The request's place in a W3C trace (the gateway's span in it).
+    pub trace: Option<crate::trace_context::TraceContext>,
     /// A preflight to answer 204 with these headers.
     pub preflight: Option<Vec<(&'static str, http::HeaderValue)>>,
     /// Upstream attempts so far.
@@ -134,6 +136,7 @@ impl RequestCtx {
             cors_enabled: false,
             cors_headers: None,
             preflight: None,
+            trace: None,
             watchdog: None,
             aborted: false,
             _in_flight: in_flight.enter(),

@@ -151,6 +151,7 @@ impl<SV> EdgeApp<SV> {
             upstream_latency: None,
             auth: "none",
             provider: None,
+            trace: None,
             reason: Some(refusal.error.reason()),
             proxy_error: None,
             aborted: false,

@@ -42,6 +42,7 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         upstream_latency: ctx.upstream_latency,
         auth: ctx.auth_outcome,
         provider,
+        trace: ctx.trace.as_ref(),
         reason: ctx.error.as_ref().map(GatewayError::reason),
         proxy_error: e.map(|e| e.etype().as_str()),
         aborted: ctx.aborted,
@@ -72,6 +73,8 @@ pub(crate) struct AccessLine<'a> {
     pub auth: &'static str,
     /// The identity provider the token belonged to, when one could be told.
     pub provider: Option<&'a str>,
+    /// The request's trace (its id goes on the line).
+    pub trace: Option<&'a crate::trace_context::TraceContext>,
     pub reason: Option<&'static str>,
     pub proxy_error: Option<&'static str>,
     /// The answer had begun when the exchange failed: the client connection was aborted.
@@ -85,6 +88,9 @@ impl AccessLine<'_> {
             return;
         }
         let upstream = self.upstream.map(|a| a.to_string());
+        let trace_id = self
+            .trace
+            .map(crate::trace_context::TraceContext::trace_id_hex);
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or(""),
@@ -96,6 +102,7 @@ impl AccessLine<'_> {
             upstream_latency_us = self.upstream_latency.map(|d| d.as_micros() as u64),
             auth = self.auth,
             provider = self.provider,
+            trace_id = trace_id.as_deref(),
             reason = self.reason,
             proxy_error = self.proxy_error,
             aborted = self.aborted.then_some(true),

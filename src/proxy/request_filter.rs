@@ -16,7 +16,7 @@ use pingora::Result;
 
 use super::ctx::{RequestCtx, UpstreamQuery};
 use super::shared::Shared;
-use super::upstream::headers::X_REQUEST_ID;
+use super::upstream::headers::{TRACEPARENT, X_REQUEST_ID};
 use super::{respond, upstream};
 use crate::cors::Preflight;
 use crate::error::GatewayError;
@@ -54,6 +54,10 @@ async fn decide(
 ) -> Result<(), GatewayError> {
     let req = session.req_header();
     ctx.request_id = request_id(req.headers.get(X_REQUEST_ID));
+    ctx.trace = Some(crate::trace_context::TraceContext::from_header(
+        req.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        || fastrand::u64(..),
+    ));
     ctx.head = req.method == Method::HEAD;
     let path = req.uri.path();
     let raw_query = req.uri.query();

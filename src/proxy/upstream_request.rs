@@ -28,6 +28,10 @@ pub fn write(
 ) -> Result<()> {
     headers::strip_request(req);
     req.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+    // The gateway is a hop of the trace: its own span id is the upstream's parent.
+    if let Some(trace) = &ctx.trace {
+        req.insert_header(headers::TRACEPARENT, trace.traceparent())?;
+    }
     if let Some(ip) = session
         .client_addr()
         .and_then(|a| a.as_inet())

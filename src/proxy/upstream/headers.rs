@@ -64,6 +64,9 @@ pub fn strip_response(resp: &mut ResponseHeader) {
     }
 }
 
+/// The W3C Trace Context header.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// The CORS headers of an answer.
 const CORS_RESPONSE_HEADERS: [&str; 6] = [
     "access-control-allow-origin",

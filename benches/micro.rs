@@ -147,6 +147,7 @@ fn policy() -> AuthPolicy {
         max_token_lifetime_s: 86_400,
         required_scopes: Vec::new(),
         claims_to_headers: vec![("sub".into(), "X-Auth-Subject".into())],
+        key_claim: None,
     }
 }
 
@@ -339,5 +340,39 @@ fn providers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request_core, render, tokens, cache_hits, providers);
+/// One local rate-limit check (`[rate_limit]`, no Redis): the key's GCRA bucket in governor's
+/// keyed state, 10,000 distinct keys in the map, each check on another key and admitted.
+fn rate_limit(c: &mut Criterion) {
+    use upload_gateway::config::{RateKey, RateLimitSettings};
+    use upload_gateway::rate_limit::Limiter;
+    let limiter = Limiter::new(RateLimitSettings {
+        key: RateKey::Claim("sub".into()),
+        requests_per_second: 1_000_000,
+        burst: 1_000_000,
+        all_api_routes: false,
+    });
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+    for key in &keys {
+        limiter.check(key).expect("admitted");
+    }
+    let mut g = c.benchmark_group("rate_limit");
+    let mut i = 0usize;
+    g.bench_function("check_local", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            limiter.check(black_box(&keys[i]))
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    request_core,
+    render,
+    tokens,
+    cache_hits,
+    providers,
+    rate_limit
+);
 criterion_main!(benches);

@@ -25,6 +25,8 @@ pub enum ApiError {
     FileNotFound,
     /// `0x0000001 Internal Error` (500, 502, 503, 504).
     Internal,
+    /// `0x0000004 Too Many Requests` (429).
+    TooManyRequests,
 }
 
 impl ApiError {
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::InvalidAccessToken => "0x0000003",
             ApiError::FileNotFound => "0x0230002",
             ApiError::Internal => "0x0000001",
+            ApiError::TooManyRequests => "0x0000004",
         }
     }
 
@@ -45,10 +48,11 @@ impl ApiError {
             ApiError::InvalidAccessToken => "Invalid access token",
             ApiError::FileNotFound => "Requested file does not exist",
             ApiError::Internal => "Internal Error",
+            ApiError::TooManyRequests => "Too Many Requests",
         }
     }
 
-    /// The envelope rendered as the request asked (format, human). Each of the 16 variants is
+    /// The envelope rendered as the request asked (format, human). Each of the 20 variants is
     /// rendered once per process and then shared: refusals cost no rendering.
     pub fn render(self, opts: RenderOptions) -> Bytes {
         static RENDERED: OnceLock<Vec<Bytes>> = OnceLock::new();
@@ -56,7 +60,7 @@ impl ApiError {
             (error as usize) * 4 + (format as usize) * 2 + usize::from(human)
         };
         let table = RENDERED.get_or_init(|| {
-            let mut table = vec![Bytes::new(); 16];
+            let mut table = vec![Bytes::new(); Self::ALL.len() * 4];
             for error in Self::ALL {
                 for format in [ResponseFormat::Json, ResponseFormat::Xml] {
                     for human in [false, true] {
@@ -80,11 +84,12 @@ impl ApiError {
             .unwrap_or_default()
     }
 
-    const ALL: [ApiError; 4] = [
+    const ALL: [ApiError; 5] = [
         ApiError::InvalidInput,
         ApiError::InvalidAccessToken,
         ApiError::FileNotFound,
         ApiError::Internal,
+        ApiError::TooManyRequests,
     ];
 }
 
@@ -140,6 +145,12 @@ pub enum GatewayError {
     /// closed without an answer; the status is the log's and the metrics').
     #[error("request head not received in time")]
     HeaderTimeout,
+    /// The caller's rate limit (`[rate_limit]`) is spent.
+    #[error("rate limited")]
+    RateLimited {
+        /// Whole seconds until the next request would be admitted (at least 1).
+        retry_after_s: u64,
+    },
     /// A CORS preflight from an origin not allowed, or asking for a method or header not
     /// allowed.
     #[error("cors preflight refused")]
@@ -163,6 +174,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::MalformedUploadId => 404,
             GatewayError::Auth(_) | GatewayError::CorsRefused => 403,
+            GatewayError::RateLimited { .. } => 429,
             GatewayError::KeySetUnavailable => 503,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamInvalid => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -176,6 +188,7 @@ impl GatewayError {
             400 | 413 | 431 => ApiError::InvalidInput,
             403 => ApiError::InvalidAccessToken,
             404 => ApiError::FileNotFound,
+            429 => ApiError::TooManyRequests,
             _ => ApiError::Internal,
         }
     }
@@ -198,6 +211,7 @@ impl GatewayError {
             GatewayError::HeaderTooLarge { .. } => "header_too_large",
             GatewayError::HeaderTimeout => "header_timeout",
             GatewayError::CorsRefused => "cors_refused",
+            GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::Internal(reason) => reason,
         }
     }

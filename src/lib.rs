@@ -51,6 +51,7 @@ pub mod media;
 pub mod metrics;
 pub mod preflight;
 pub mod proxy;
+pub mod rate_limit;
 pub mod render;
 pub mod request;
 pub mod route;

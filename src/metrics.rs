@@ -20,6 +20,8 @@ pub struct Metrics {
     /// Unprefixed: the process collector's standard `process_*` names.
     process: Registry,
     request_duration: HistogramVec,
+    /// Requests refused by the rate limit, by route template.
+    pub rate_limited: IntCounterVec,
     /// Upstream names that failed to resolve (each failed attempt).
     pub upstream_resolve_errors: IntCounter,
     /// 1 for each upstream address the health checks find healthy, 0 otherwise; set at each
@@ -80,6 +82,14 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused by the rate limit (429)",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
         let upstream_resolve_errors = IntCounter::new(
             "upstream_resolve_errors_total",
             "Failed resolutions of upstream names (the last addresses are kept)",
@@ -146,6 +156,7 @@ impl Metrics {
             registry,
             process,
             request_duration,
+            rate_limited,
             upstream_resolve_errors,
             upstream_healthy,
             requests,

@@ -20,6 +20,7 @@ pub(crate) struct FileConfig {
     pub(crate) auth: FileAuth,
     pub(crate) observability: FileObservability,
     pub(crate) cors: FileCors,
+    pub(crate) rate_limit: FileRateLimit,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -231,6 +232,31 @@ impl Default for FileCors {
                 .to_vec(),
             expose_headers: vec!["x-request-id".into()],
             max_age_s: 600,
+        }
+    }
+}
+
+/// `[rate_limit]` (SPEC §4.10).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileRateLimit {
+    pub(crate) enabled: bool,
+    pub(crate) key: String,
+    pub(crate) requests_per_second: i64,
+    pub(crate) burst: i64,
+    pub(crate) routes: String,
+    pub(crate) redis_url: String,
+}
+
+impl Default for FileRateLimit {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            key: "sub".into(),
+            requests_per_second: 10,
+            burst: 20,
+            routes: "finish".into(),
+            redis_url: String::new(),
         }
     }
 }

@@ -19,7 +19,8 @@ mod settings;
 use file::{FileApi, FileAuth, FileConfig, FileObservability, FileServer, FileUpstream};
 pub use settings::{
     ApiSettings, AuthSettings, Config, JwksSource, LogFormat, ObservabilitySettings,
-    ProviderSettings, ServerSettings, UpstreamAddress, UpstreamSettings,
+    ProviderSettings, RateKey, RateLimitSettings, ServerSettings, UpstreamAddress,
+    UpstreamSettings,
 };
 
 /// The largest request body the gateway will buffer: Pingora's retry buffer holds 64 KiB, and a
@@ -326,8 +327,18 @@ impl FileConfig {
             auth: self.auth.validate()?,
             observability: self.observability.validate()?,
             cors: self.cors.validate()?,
+            rate_limit: self.rate_limit.validate()?,
         };
         distinct_listeners(&config)?;
+        // The rate limit reads one verified claim: the verifier keeps it on each token.
+        let mut config = config;
+        if let Some(settings::RateLimitSettings {
+            key: settings::RateKey::Claim(claim),
+            ..
+        }) = &config.rate_limit
+        {
+            config.auth.key_claim = Some(claim.clone());
+        }
         // What `check` prints is what the gateway will use: every default filled in, header
         // names as sent.
         let headers = |p: &ProviderSettings| -> std::collections::BTreeMap<String, String> {
@@ -864,7 +875,55 @@ impl FileAuth {
                 0,
                 100_000_000,
             )?,
+            key_claim: None,
         })
+    }
+}
+
+impl file::FileRateLimit {
+    fn validate(self) -> Result<Option<settings::RateLimitSettings>, ConfigError> {
+        let requests_per_second = int_in(
+            "rate_limit.requests_per_second",
+            self.requests_per_second,
+            1,
+            1_000_000,
+        )? as u32;
+        let burst = int_in("rate_limit.burst", self.burst, 1, 1_000_000)? as u32;
+        let key = match self.key.as_str() {
+            "" => {
+                return Err(invalid(
+                    "rate_limit.key",
+                    "is empty: a claim's name, or \"ip\"",
+                ))
+            }
+            "ip" => settings::RateKey::Ip,
+            claim => settings::RateKey::Claim(claim.to_owned()),
+        };
+        let all_api_routes = match self.routes.as_str() {
+            "finish" => false,
+            "api" => true,
+            other => {
+                return Err(invalid(
+                    "rate_limit.routes",
+                    format!("{other:?} is neither \"finish\" nor \"api\""),
+                ))
+            }
+        };
+        if !self.redis_url.is_empty() {
+            // Refused rather than ignored: a limit the operator thinks is shared must not
+            // silently be per instance.
+            return Err(invalid(
+                "rate_limit.redis_url",
+                "limits shared through Redis are not available in this version: leave it \"\" \
+                 (each instance limits on its own)",
+            ));
+        }
+        Ok(self.enabled.then_some(settings::RateLimitSettings {
+            key,
+            requests_per_second,
+            burst,
+            all_api_routes,
+        }))
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub observability: ObservabilitySettings,
     /// `[cors]`: `None` when CORS is off (no allowed origin).
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// `[rate_limit]`: `None` when off.
+    pub rate_limit: Option<RateLimitSettings>,
     /// The file as read, every absent key given its default: what `check` prints.
     pub(super) file: FileConfig,
 }
@@ -186,6 +188,30 @@ pub struct AuthSettings {
     pub forward_token: bool,
     /// Entries in the verified-token cache (shared by the providers).
     pub verified_cache_capacity: u64,
+    /// The claim verified tokens keep for the rate limit (`[rate_limit] key`), if any.
+    pub key_claim: Option<String>,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// A verified claim's value (tokens without it share one bucket).
+    Claim(String),
+    /// The TCP peer's address (`X-Forwarded-For` is never trusted for it).
+    Ip,
+}
+
+/// `[rate_limit]`, when enabled.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// What the buckets are per.
+    pub key: RateKey,
+    /// Sustained requests per second per key.
+    pub requests_per_second: u32,
+    /// Requests a key may send at once.
+    pub burst: u32,
+    /// `true`: every request under the prefix; `false`: the finish call only.
+    pub all_api_routes: bool,
 }
 
 /// Log line encoding.

@@ -87,6 +87,7 @@ fn policy(settings: &AuthSettings, provider: &ProviderSettings) -> AuthPolicy {
             .iter()
             .map(|(claim, header)| (claim.clone(), header.as_str().to_owned()))
             .collect(),
+        key_claim: settings.key_claim.clone(),
     }
 }
 

@@ -27,6 +27,9 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         .observe_request(route, status, latency, ctx.upstream_latency);
     match &ctx.error {
         Some(GatewayError::Auth(e)) => api.metrics.auth_failure(e.reason(), provider.unwrap_or("")),
+        Some(GatewayError::RateLimited { .. }) => {
+            api.metrics.rate_limited.with_label_values(&[route]).inc();
+        }
         Some(error @ (GatewayError::Body(_) | GatewayError::BodyTooLarge { .. })) => {
             api.metrics.body_rejection(error.reason())
         }

@@ -68,6 +68,10 @@ impl UploadApi {
         metrics: Arc<Metrics>,
         connector: Connector,
     ) -> Self {
+        let limiter = config
+            .rate_limit
+            .clone()
+            .map(crate::rate_limit::Limiter::new);
         Self {
             shared: Shared {
                 config,
@@ -76,6 +80,7 @@ impl UploadApi {
                 metrics,
                 in_flight: InFlightCounter::default(),
                 connector,
+                limiter,
             },
         }
     }

@@ -117,6 +117,23 @@ async fn decide(
         }
     }
 
+    // The rate limit, after the token (a refused one costs no budget), before the body.
+    if let Some(limiter) = &api.limiter {
+        let is_finish = matches!(ctx.route, Route::FinishUpload | Route::FinishUploadBadId);
+        if limiter.applies(is_finish, ctx.route.is_api()) {
+            let claim = ctx.token.as_ref().and_then(|t| t.key_claim.as_deref());
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            if let Err(wait) = limiter.check(&limiter.key(claim, peer)) {
+                return Err(GatewayError::RateLimited {
+                    retry_after_s: crate::rate_limit::Limiter::retry_after_s(wait),
+                });
+            }
+        }
+    }
+
     match ctx.route {
         Route::Other => return Ok(()),
         Route::Ambiguous => return Err(GatewayError::AmbiguousPath),

@@ -33,6 +33,9 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, error: GatewayEr
         GatewayError::KeySetUnavailable => {
             resp.insert_header(RETRY_AFTER, RETRY_AFTER_S)?;
         }
+        GatewayError::RateLimited { retry_after_s } => {
+            resp.insert_header(RETRY_AFTER, (*retry_after_s).max(1))?;
+        }
         _ => {}
     }
     // A body left unread would be parsed as the next request on a kept-alive connection.

@@ -26,4 +26,6 @@ pub struct Shared {
     pub in_flight: InFlightCounter,
     /// Upstream connections (and their keep-alive pool) of the finish call's own exchange.
     pub connector: Connector,
+    /// `[rate_limit]`, when enabled.
+    pub limiter: Option<crate::rate_limit::Limiter>,
 }

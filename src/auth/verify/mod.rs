@@ -56,6 +56,8 @@ pub struct VerifiedToken {
     pub subject: Option<String>,
     /// (header name, value) for each `claims_to_headers` entry whose claim is a scalar.
     pub upstream_headers: Vec<(String, String)>,
+    /// The policy's `key_claim` as text, when the token has it as a scalar.
+    pub key_claim: Option<String>,
     /// What a cache hit re-checks, kept in the same allocation so that a hit touches one.
     recheck: Recheck,
 }
@@ -409,6 +411,11 @@ impl TokenVerifier {
             exp: times.exp,
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             upstream_headers: checks.upstream_headers(&claims),
+            key_claim: checks
+                .policy
+                .key_claim
+                .as_ref()
+                .and_then(|name| header_text(claims.get(name)?)),
             recheck: Recheck {
                 provider,
                 nbf: times.nbf,
@@ -522,6 +529,7 @@ mod tests {
             max_token_lifetime_s: 86_400,
             required_scopes: vec![],
             claims_to_headers: vec![("sub".into(), "X-Auth-Subject".into())],
+            key_claim: None,
         }
     }
 

@@ -22,6 +22,9 @@ pub struct AuthPolicy {
     pub required_scopes: Vec<String>,
     /// (claim, header name): top-level claims sent upstream as headers.
     pub claims_to_headers: Vec<(String, String)>,
+    /// A top-level claim whose value (as text) the verified token keeps for the caller (the
+    /// rate limit's key).
+    pub key_claim: Option<String>,
 }
 
 /// Why an [`AuthPolicy`] cannot be used.

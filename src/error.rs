@@ -227,6 +227,12 @@ mod tests {
             (GatewayError::BodyTooLarge { limit: 1 }, 413, "0x0230001"),
             (GatewayError::MalformedUploadId, 404, "0x0230002"),
             (GatewayError::KeySetUnavailable, 503, "0x0000001"),
+            (
+                GatewayError::RateLimited { retry_after_s: 1 },
+                429,
+                "0x0000004",
+            ),
+            (GatewayError::CorsRefused, 403, "0x0000003"),
             (GatewayError::UpstreamUnreachable, 502, "0x0000001"),
             (GatewayError::UpstreamInvalid, 502, "0x0000001"),
             (GatewayError::UpstreamTimeout, 504, "0x0000001"),
@@ -260,7 +266,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 16);
+        assert_eq!(seen.len(), ApiError::ALL.len() * 4);
     }
 
     #[test]

@@ -345,22 +345,27 @@ fn providers(c: &mut Criterion) {
 fn rate_limit(c: &mut Criterion) {
     use upload_gateway::config::{RateKey, RateLimitSettings};
     use upload_gateway::rate_limit::Limiter;
-    let limiter = Limiter::new(RateLimitSettings {
-        key: RateKey::Claim("sub".into()),
-        requests_per_second: 1_000_000,
-        burst: 1_000_000,
-        all_api_routes: false,
-    });
+    let metrics = upload_gateway::metrics::Metrics::new().expect("metrics");
+    let limiter = Limiter::new(
+        RateLimitSettings {
+            key: RateKey::Claim("sub".into()),
+            requests_per_second: 1_000_000,
+            burst: 1_000_000,
+            all_api_routes: false,
+            redis_url: None,
+        },
+        &metrics,
+    );
     let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
     for key in &keys {
-        limiter.check(key).expect("admitted");
+        limiter.check_local(key).expect("admitted");
     }
     let mut g = c.benchmark_group("rate_limit");
     let mut i = 0usize;
     g.bench_function("check_local", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            limiter.check(black_box(&keys[i]))
+            limiter.check_local(black_box(&keys[i]))
         });
     });
     g.finish();

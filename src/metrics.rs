@@ -22,6 +22,11 @@ pub struct Metrics {
     request_duration: HistogramVec,
     /// Requests refused by the rate limit, by route template.
     pub rate_limited: IntCounterVec,
+    /// Failed or slow (> 50 ms) operations on the rate limit's Redis, connection attempts
+    /// included; each one meant the local limit was used.
+    pub rate_limit_backend_errors: IntCounter,
+    /// 1 while the rate limit's Redis answers (the shared limit applies), else 0.
+    pub rate_limit_backend_up: IntGauge,
     /// Upstream names that failed to resolve (each failed attempt).
     pub upstream_resolve_errors: IntCounter,
     /// 1 for each upstream address the health checks find healthy, 0 otherwise; set at each
@@ -90,6 +95,16 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let rate_limit_backend_errors = IntCounter::new(
+            "rate_limit_backend_errors_total",
+            "Failed or slow rate-limit Redis operations (the local limit was used instead)",
+        )?;
+        registry.register(Box::new(rate_limit_backend_errors.clone()))?;
+        let rate_limit_backend_up = IntGauge::new(
+            "rate_limit_backend_up",
+            "1 while the rate limit's Redis answers and the limit is shared, else 0",
+        )?;
+        registry.register(Box::new(rate_limit_backend_up.clone()))?;
         let upstream_resolve_errors = IntCounter::new(
             "upstream_resolve_errors_total",
             "Failed resolutions of upstream names (the last addresses are kept)",
@@ -157,6 +172,8 @@ impl Metrics {
             process,
             request_duration,
             rate_limited,
+            rate_limit_backend_errors,
+            rate_limit_backend_up,
             upstream_resolve_errors,
             upstream_healthy,
             requests,

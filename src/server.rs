@@ -278,8 +278,14 @@ pub fn parts(config: Arc<Config>, server: &Server) -> Result<Parts, StartError> 
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
-    Ok(Parts {
-        api: UploadApi::new(config, upstreams, auth, metrics, connector),
-        services: vec![Box::new(health_service), Box::new(jwks_service)],
-    })
+    let api = UploadApi::new(config, upstreams, auth, metrics, connector);
+    let mut services: Vec<Box<dyn ServiceWithDependents>> =
+        vec![Box::new(health_service), Box::new(jwks_service)];
+    if let Some(backend) = api.rate_limit_backend() {
+        services.push(Box::new(background_service(
+            "rate limit redis",
+            crate::rate_limit::shared::BackendService(backend),
+        )));
+    }
+    Ok(Parts { api, services })
 }

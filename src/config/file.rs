@@ -245,7 +245,27 @@ pub(crate) struct FileRateLimit {
     pub(crate) requests_per_second: i64,
     pub(crate) burst: i64,
     pub(crate) routes: String,
+    /// Printed by `check` with its password hidden.
+    #[serde(serialize_with = "serialize_without_password")]
     pub(crate) redis_url: String,
+}
+
+/// An address's password replaced by `***` (`redis://user:***@host`), for printing.
+fn serialize_without_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&without_password(url))
+}
+
+pub(crate) fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority = rest.find('/').map_or(rest, |i| &rest[..i]);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let user = authority[..at].split(':').next().unwrap_or_default();
+    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
 }
 
 impl Default for FileRateLimit {
@@ -258,5 +278,28 @@ impl Default for FileRateLimit {
             routes: "finish".into(),
             redis_url: String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn printed_redis_addresses_hide_their_password() {
+        assert_eq!(
+            without_password("redis://app:s3cr%40t@cache:6379/0"),
+            "redis://app:***@cache:6379/0"
+        );
+        assert_eq!(
+            without_password("redis://:hunter2@10.0.0.1/"),
+            "redis://:***@10.0.0.1/"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(without_password(""), "");
+        assert!(!without_password("redis://u:p@w@h/0").contains("p@w"));
     }
 }

@@ -909,20 +909,27 @@ impl file::FileRateLimit {
                 ))
             }
         };
-        if !self.redis_url.is_empty() {
-            // Refused rather than ignored: a limit the operator thinks is shared must not
-            // silently be per instance.
-            return Err(invalid(
-                "rate_limit.redis_url",
-                "limits shared through Redis are not available in this version: leave it \"\" \
-                 (each instance limits on its own)",
-            ));
-        }
+        let redis_url = match self.redis_url.trim() {
+            "" => None,
+            url => {
+                // The parser's own message may quote the address, password included.
+                if redis::Client::open(url).is_err() {
+                    return Err(invalid(
+                        "rate_limit.redis_url",
+                        "is not a Redis address this build can use: \
+                         redis://[user:password@]host:port[/db] or redis+unix:///path \
+                         (TLS, rediss://, is not built in)",
+                    ));
+                }
+                Some(url.to_owned())
+            }
+        };
         Ok(self.enabled.then_some(settings::RateLimitSettings {
             key,
             requests_per_second,
             burst,
             all_api_routes,
+            redis_url,
         }))
     }
 }

@@ -212,6 +212,8 @@ pub struct RateLimitSettings {
     pub burst: u32,
     /// `true`: every request under the prefix; `false`: the finish call only.
     pub all_api_routes: bool,
+    /// The Redis that shares the limit between instances (`redis_url`), if set.
+    pub redis_url: Option<String>,
 }
 
 /// Log line encoding.

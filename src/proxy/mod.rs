@@ -71,7 +71,7 @@ impl UploadApi {
         let limiter = config
             .rate_limit
             .clone()
-            .map(crate::rate_limit::Limiter::new);
+            .map(|settings| crate::rate_limit::Limiter::new(settings, &metrics));
         Self {
             shared: Shared {
                 config,
@@ -103,6 +103,13 @@ impl UploadApi {
             self.shared.auth.clone(),
             self.shared.upstreams.clone(),
         )
+    }
+
+    /// The rate limit's Redis side, when `[rate_limit] redis_url` is set: run a
+    /// [`crate::rate_limit::shared::BackendService`] over it on the same server (
+    /// [`crate::server::parts`] does), or the limit stays local.
+    pub fn rate_limit_backend(&self) -> Option<Arc<crate::rate_limit::shared::Backend>> {
+        self.shared.limiter.as_ref().and_then(|l| l.backend())
     }
 
     /// The requests this treatment is handling right now (shared counter).

@@ -126,7 +126,7 @@ async fn decide(
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
-            if let Err(wait) = limiter.check(&limiter.key(claim, peer)) {
+            if let Err(wait) = limiter.check(&limiter.key(claim, peer)).await {
                 return Err(GatewayError::RateLimited {
                     retry_after_s: crate::rate_limit::Limiter::retry_after_s(wait),
                 });

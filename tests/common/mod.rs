@@ -17,6 +17,7 @@ use upload_gateway::demo::upload_service::{UploadService, UploadServiceOptions};
 pub use upload_gateway::demo::upload_service::DOCUMENTED_UPLOAD_ID;
 
 pub mod dns;
+pub mod redis;
 
 pub const AUDIENCE: &str = "upload-api";
 

@@ -49,6 +49,7 @@ pub mod jwks;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod otlp;
 pub mod preflight;
 pub mod proxy;
 pub mod rate_limit;

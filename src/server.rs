@@ -186,6 +186,7 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> 
         server.add_service(admin);
     }
     let (metrics_for_edge, auth, _) = parts.api.admin_handles();
+    let spans = parts.api.span_export();
     let gateway = Gateway(parts.api);
     let signals = Signals::new(
         auth,
@@ -193,6 +194,7 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> 
         server.watch_execution_phase(),
         pid_file.clone(),
         config.server.shutdown_grace,
+        spans,
     );
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     // HTTP/2 (TLS with ALPN) bounds its header block itself; HTTP/1 heads are bounded by the

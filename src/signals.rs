@@ -72,6 +72,16 @@ pub struct Signals {
     phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
     pid_file: PidFile,
     grace: Duration,
+    spans: Option<Arc<crate::otlp::SpanExport>>,
+}
+
+/// What the process does on its way out of a drain: the spans still queued are exported
+/// (briefly) and the pid file is removed.
+fn before_exit(pid_file: &PidFile, spans: Option<&crate::otlp::SpanExport>) {
+    if let Some(spans) = spans {
+        spans.flush(Duration::from_secs(2));
+    }
+    pid_file.remove();
 }
 
 impl Signals {
@@ -82,6 +92,7 @@ impl Signals {
         phases: broadcast::Receiver<ExecutionPhase>,
         pid_file: PidFile,
         grace: Duration,
+        spans: Option<Arc<crate::otlp::SpanExport>>,
     ) -> Self {
         Self {
             auth,
@@ -89,6 +100,7 @@ impl Signals {
             phases: std::sync::Mutex::new(Some(phases)),
             pid_file,
             grace,
+            spans,
         }
     }
 
@@ -99,14 +111,16 @@ impl Signals {
         let in_flight = self.in_flight.clone();
         let pid_file = self.pid_file.clone();
         let grace = self.grace;
+        let spans = self.spans.clone();
         // Without the watcher the gateway still exits, only at the end of the grace period.
         let _ = std::thread::Builder::new()
             .name("drain-watch".into())
-            .spawn(move || exit_when_drained(phases, &in_flight, &pid_file, grace));
+            .spawn(move || exit_when_drained(phases, &in_flight, &pid_file, spans, grace));
         // Pingora stops watching signals once the drain starts, and a handled SIGINT no longer
         // kills: keep honouring it, so an operator can cut a long drain short.
         let in_flight = self.in_flight.clone();
         let pid_file = self.pid_file.clone();
+        let spans = self.spans.clone();
         tokio::spawn(async move {
             let mut int = install(SignalKind::interrupt(), "SIGINT");
             next(&mut int).await;
@@ -114,7 +128,7 @@ impl Signals {
                 in_flight = in_flight.get(),
                 "SIGINT during the drain: exiting now, cutting the requests still in flight"
             );
-            pid_file.remove();
+            before_exit(&pid_file, spans.as_deref());
             std::process::exit(0);
         });
     }
@@ -127,6 +141,7 @@ fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: &InFlightCounter,
     pid_file: &PidFile,
+    spans: Option<Arc<crate::otlp::SpanExport>>,
     grace: Duration,
 ) {
     loop {
@@ -158,7 +173,7 @@ fn exit_when_drained(
             idle_polls += 1;
             if idle_polls >= 3 {
                 tracing::info!("all in-flight requests finished; exiting");
-                pid_file.remove();
+                before_exit(pid_file, spans.as_deref());
                 std::process::exit(0);
             }
         } else {

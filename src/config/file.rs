@@ -200,6 +200,7 @@ impl Default for FileProvider {
 pub(crate) struct FileObservability {
     pub(crate) admin_listen: String,
     pub(crate) log_format: String,
+    pub(crate) otlp_endpoint: String,
 }
 
 impl Default for FileObservability {
@@ -207,6 +208,7 @@ impl Default for FileObservability {
         Self {
             admin_listen: "127.0.0.1:9091".into(),
             log_format: "json".into(),
+            otlp_endpoint: String::new(),
         }
     }
 }

@@ -965,16 +965,78 @@ impl FileObservability {
                 ))
             }
         };
+        let otlp_endpoint = match self.otlp_endpoint.trim() {
+            "" => None,
+            endpoint => Some(otlp_base_url(endpoint)?),
+        };
         Ok(ObservabilitySettings {
             admin_listen,
             log_format,
+            otlp_endpoint,
         })
     }
+}
+
+/// `observability.otlp_endpoint`: an `http://` or `https://` base URL with a host and no
+/// query, fragment or credentials (spans go to `{endpoint}/v1/traces`), without its trailing
+/// slash.
+fn otlp_base_url(endpoint: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "observability.otlp_endpoint";
+    let uri: http::Uri = endpoint.parse().map_err(|_| {
+        invalid(
+            KEY,
+            "is not a URL: an OTLP/HTTP base URL such as \"http://collector:4318\"",
+        )
+    })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(invalid(KEY, "must start with http:// or https://"));
+    }
+    match uri.authority() {
+        None => return Err(invalid(KEY, "has no host")),
+        Some(a) if a.as_str().contains('@') => {
+            return Err(invalid(KEY, "must not carry credentials"));
+        }
+        Some(a) if a.host().is_empty() => return Err(invalid(KEY, "has no host")),
+        Some(_) => {}
+    }
+    if uri.query().is_some() || endpoint.contains('#') {
+        return Err(invalid(
+            KEY,
+            "must not have a query or a fragment (spans are POSTed to {endpoint}/v1/traces)",
+        ));
+    }
+    Ok(endpoint.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::Algorithm;
+
+    #[test]
+    fn otlp_endpoints_are_http_base_urls() {
+        for good in [
+            "http://127.0.0.1:4318",
+            "http://collector:4318/",
+            "https://otel.example.com/base",
+        ] {
+            assert!(super::otlp_base_url(good).is_ok(), "{good}");
+        }
+        assert_eq!(
+            super::otlp_base_url("http://collector:4318/").unwrap(),
+            "http://collector:4318"
+        );
+        for bad in [
+            "collector:4318",
+            "grpc://collector:4317",
+            "http://",
+            "http://u:p@collector:4318",
+            "http://collector:4318/?x=1",
+            "http://collector:4318/#f",
+            "not a url",
+        ] {
+            assert!(super::otlp_base_url(bad).is_err(), "{bad}");
+        }
+    }
 
     use super::*;
 

@@ -232,4 +232,6 @@ pub struct ObservabilitySettings {
     pub admin_listen: Option<SocketAddr>,
     /// Log encoding.
     pub log_format: LogFormat,
+    /// The OTLP/HTTP collector's base URL (`otlp_endpoint`), when spans are exported.
+    pub otlp_endpoint: Option<String>,
 }

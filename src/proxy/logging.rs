@@ -35,9 +35,24 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         }
         _ => {}
     }
+    let method = session.req_header().method.as_str();
+    let reason = ctx.error.as_ref().map(GatewayError::reason);
+    if let (Some(spans), Some(trace)) = (&api.spans, &ctx.trace) {
+        spans.export(&crate::otlp::RequestSpan {
+            trace,
+            route,
+            method,
+            status,
+            upstream: ctx.upstream,
+            auth: ctx.auth_outcome,
+            provider,
+            reason,
+            latency,
+        });
+    }
     AccessLine {
         request_id: &ctx.request_id,
-        method: session.req_header().method.as_str(),
+        method,
         route,
         status,
         upstream: ctx.upstream,
@@ -46,7 +61,7 @@ pub fn run(api: &Shared, session: &Session, e: Option<&Error>, ctx: &RequestCtx)
         auth: ctx.auth_outcome,
         provider,
         trace: ctx.trace.as_ref(),
-        reason: ctx.error.as_ref().map(GatewayError::reason),
+        reason,
         proxy_error: e.map(|e| e.etype().as_str()),
         aborted: ctx.aborted,
     }

@@ -72,6 +72,16 @@ impl UploadApi {
             .rate_limit
             .clone()
             .map(|settings| crate::rate_limit::Limiter::new(settings, &metrics));
+        let spans = config
+            .observability
+            .otlp_endpoint
+            .as_deref()
+            .and_then(|endpoint| {
+                crate::otlp::SpanExport::new(endpoint)
+                    .map(Arc::new)
+                    .map_err(|e| tracing::error!("{e}; no span will be exported"))
+                    .ok()
+            });
         Self {
             shared: Shared {
                 config,
@@ -81,6 +91,7 @@ impl UploadApi {
                 in_flight: InFlightCounter::default(),
                 connector,
                 limiter,
+                spans,
             },
         }
     }
@@ -110,6 +121,12 @@ impl UploadApi {
     /// [`crate::server::parts`] does), or the limit stays local.
     pub fn rate_limit_backend(&self) -> Option<Arc<crate::rate_limit::shared::Backend>> {
         self.shared.limiter.as_ref().and_then(|l| l.backend())
+    }
+
+    /// The span export (`observability.otlp_endpoint`), when set: flush it before the
+    /// process exits, or the last second of spans is lost.
+    pub fn span_export(&self) -> Option<Arc<crate::otlp::SpanExport>> {
+        self.shared.spans.clone()
     }
 
     /// The requests this treatment is handling right now (shared counter).

@@ -28,4 +28,6 @@ pub struct Shared {
     pub connector: Connector,
     /// `[rate_limit]`, when enabled.
     pub limiter: Option<crate::rate_limit::Limiter>,
+    /// `observability.otlp_endpoint`: the span export, when set.
+    pub spans: Option<Arc<crate::otlp::SpanExport>>,
 }

@@ -188,19 +188,26 @@ impl Gateway {
     }
 
     pub fn start_with_env(config: &GatewayConfig, env: &[(&str, &str)]) -> Gateway {
-        let mut gateway = Self::spawn(config, env);
-        gateway.wait_listening();
-        gateway.wait_keys_loaded();
-        gateway
+        Self::start_program(&binary(), config, env)
     }
 
     /// Starts `binary` (a build of the gateway, or a program that embeds it and takes the same
     /// `--config`, `--pid-file` and `--upgrade-sock`) and waits like [`Gateway::start`].
+    /// The ports are chosen free just before the start, so another test binary may take one in
+    /// between: a start that fails for an address in use is retried on fresh ports.
     pub fn start_program(program: &str, config: &GatewayConfig, env: &[(&str, &str)]) -> Gateway {
-        let mut gateway = Self::spawn_program(program, config, env);
-        gateway.wait_listening();
-        gateway.wait_keys_loaded();
-        gateway
+        for _ in 0..5 {
+            let mut gateway = Self::spawn_program(program, config, env);
+            match gateway.listening_or_exit() {
+                Ok(()) => {
+                    gateway.wait_keys_loaded();
+                    return gateway;
+                }
+                Err(stderr) if stderr.contains("in use") => continue,
+                Err(stderr) => panic!("gateway exited at start:\n{stderr}"),
+            }
+        }
+        panic!("gateway found its ports taken on 5 starts in a row");
     }
 
     /// Starts the gateway without waiting for anything.
@@ -292,6 +299,18 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn listening_or_exit(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr).is_err() {
+            if let Some((_, stderr)) = self.wait_exit(Duration::ZERO) {
+                return Err(stderr);
+            }
+            assert!(Instant::now() < deadline, "gateway did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     pub fn wait_listening(&mut self) {

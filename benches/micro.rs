@@ -368,6 +368,16 @@ fn rate_limit(c: &mut Criterion) {
             limiter.check_local(black_box(&keys[i]))
         });
     });
+    // The other crate the issue names: Pingora's own `pingora-limits` (a count-min sketch of
+    // events per fixed window, not a bucket: no burst, no wait to announce). A check is one
+    // `observe` compared with the limit, as Pingora's rate-limiter example does.
+    let rate = pingora_limits::rate::Rate::new(std::time::Duration::from_secs(1));
+    g.bench_function("pingora_limits_observe", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            rate.observe(black_box(&keys[i]), 1) <= 1_000_000
+        });
+    });
     g.finish();
 }
 

@@ -40,6 +40,8 @@
 )]
 
 pub mod admin;
+#[cfg(feature = "alloc-count")]
+pub mod alloc_count;
 pub mod auth;
 pub mod config;
 pub mod cors;

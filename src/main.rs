@@ -12,8 +12,14 @@ use upload_gateway::server::RunOptions;
 
 // Chosen by measurement (BENCHMARKS.md): the proxy allocates small buffers on every request,
 // and glibc's malloc/free was about 8 % of the gateway's CPU under load.
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// Measurement builds only (BENCHMARKS.md, allocations per request): mimalloc, counted.
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: upload_gateway::alloc_count::Counting = upload_gateway::alloc_count::Counting;
 
 /// Edge API gateway for the finish-upload call (Pingora).
 #[derive(Debug, Parser)]

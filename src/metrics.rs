@@ -229,6 +229,19 @@ impl Metrics {
         let mut families = self.registry.gather();
         families.extend(self.process.gather());
         let _ = TextEncoder::new().encode(&families, &mut out);
+        #[cfg(feature = "alloc-count")]
+        {
+            let (allocations, bytes) = crate::alloc_count::totals();
+            out.extend_from_slice(
+                format!(
+                    "# TYPE upload_gateway_allocations_total counter\n\
+                     upload_gateway_allocations_total {allocations}\n\
+                     # TYPE upload_gateway_allocated_bytes_total counter\n\
+                     upload_gateway_allocated_bytes_total {bytes}\n"
+                )
+                .as_bytes(),
+            );
+        }
         out
     }
 }

@@ -43,6 +43,9 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_CPU=${UPSTREAM_CPU:-1}
 BUILD=${BUILD:-1}                 # 0: reuse the existing release binaries
 WORK=${WORK:-/tmp/upload-gateway-load}
+# Extra gateway configuration, to measure features that are off by default: lines added to
+# [observability] (GATEWAY_OBSERVABILITY='otlp_endpoint = "http://127.0.0.1:4318"') and whole
+# sections appended (GATEWAY_EXTRA=$'[rate_limit]\nenabled = true\n...').
 # A new folder per run, so a run never overwrites the committed results or an earlier run.
 OUT=${OUT:-$ROOT/benches/results/runs/$(date -u +%Y%m%dT%H%M%SZ)-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo nogit)}
 TARGETS=${TARGETS:-gateway passthrough nginx haproxy}
@@ -205,6 +208,9 @@ algorithms = ["RS256", "ES256", "EdDSA"]
 [observability]
 admin_listen = "127.0.0.1:$P_ADMIN"
 log_format = "json"
+${GATEWAY_OBSERVABILITY:-}
+
+${GATEWAY_EXTRA:-}
 EOF
 "$GATEWAY" check --config "$WORK/gateway.toml" >/dev/null 2>"$WORK/check.err" || die "gateway config refused: $(cat "$WORK/check.err")"
 
@@ -326,10 +332,13 @@ to_us() { # wrk latency ("812.00us", "1.23ms", "2.00s") -> microseconds
     else { sub(/s$/, "", v); print v * 1000000 } }'
 }
 
-token_cache() { # "hits misses" from the gateway's metrics
+token_cache() { # "hits misses allocations" from the gateway's metrics (allocations: -1 unless
+  # the binary was built with --features alloc-count)
   curl -fs "http://127.0.0.1:$P_ADMIN/metrics" | awk '
+    BEGIN { a = -1 }
     /^upload_gateway_token_cache_lookups_total/ { if ($0 ~ /hit/) h += $NF; else if ($0 ~ /miss/) m += $NF }
-    END { printf "%d %d\n", h, m }'
+    /^upload_gateway_allocations_total / { a = $NF }
+    END { printf "%d %d %d\n", h, m, a }'
 }
 
 CSV=$OUT/load.csv
@@ -353,7 +362,7 @@ run() {
   s1=$(core_ticks "$SERVER_CPU"); k1=$(core_ticks "$CLIENT_CPU")
   if [[ $t == gateway ]]; then
     hm1=$(token_cache)
-    read -r h0 m0 <<<"$hm0"; read -r h1 m1 <<<"$hm1"
+    read -r h0 m0 a0 <<<"$hm0"; read -r h1 m1 a1 <<<"$hm1"
     note="${note:+$note; }token cache hits $((h1 - h0)) misses $((m1 - m0))"
   fi
   local requests rps p50 p75 p90 p99 non2xx errs wraps
@@ -368,6 +377,9 @@ run() {
   wraps=$(awk '/token list wrapped/ {print $(NF-1); exit}' "$raw")
   [[ -n "$wraps" && "$wraps" != 0 ]] && note="${note:+$note; }token list wrapped ${wraps}x"
   [[ -n "$requests" && -n "$rps" && "$requests" -gt 0 ]] || die "no requests completed against $t: $(cat "$raw")"
+  if [[ $t == gateway && "${a0:--1}" -ge 0 ]]; then
+    note="${note:+$note; }allocations per request $(awk -v d=$((a1 - a0)) -v n="$requests" 'BEGIN {printf "%.1f", d / n}')"
+  fi
   local cpu_us util up_us
   cpu_us=$(awk -v d=$((c1 - c0)) -v n="$requests" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}')
   util=$(awk -v d=$((c1 - c0)) -v s="$t0" -v e="$t1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d / hz / (e - s)}')

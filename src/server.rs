@@ -20,7 +20,7 @@ use crate::admin::AdminService;
 use crate::config::Config;
 use crate::jwks::{Authenticator, JwksRefresher};
 use crate::metrics::Metrics;
-use crate::proxy::edge::{EdgeApp, EdgeLimits};
+use crate::proxy::edge::{EdgeApp, EdgeCors, EdgeLimits};
 use crate::proxy::upstream::discovery::DnsDiscovery;
 use crate::proxy::{Gateway, UploadApi};
 use crate::signals::{PidFile, Signals};
@@ -65,6 +65,17 @@ pub struct RunOptions {
 /// so a freshly started (or upgraded) instance does not answer its first requests with 503 or
 /// 502. An IdP or DNS outage only delays the start by [`INITIAL_LOAD_TIMEOUT`]: the background
 /// services keep trying.
+/// The edge's refusals carry CORS headers as the proxy's answers do, when CORS is on.
+fn edge_cors<SV>(edge: EdgeApp<SV>, config: &Config) -> EdgeApp<SV> {
+    match &config.cors {
+        Some(policy) => edge.with_cors(EdgeCors {
+            api: config.api.clone(),
+            policy: policy.clone(),
+        }),
+        None => edge,
+    }
+}
+
 fn prepare_before_serving(auth: &Authenticator, upstreams: &LoadBalancer<RoundRobin>) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -209,7 +220,7 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> 
     };
     let mut proxy = pingora::services::listening::Service::new(
         "upload-gateway".into(),
-        EdgeApp::new(proxy, limits, metrics_for_edge),
+        edge_cors(EdgeApp::new(proxy, limits, metrics_for_edge), &config),
     );
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());

@@ -1,7 +1,8 @@
 //! W3C Trace Context (SPEC §4.12): the `traceparent` a request arrives with, and the one the
 //! upstream receives: the same trace id (a new one when the incoming header is absent or
-//! invalid) with the gateway's own span id, so the gateway is a hop in the trace. `tracestate`
-//! is forwarded as it came. Pure: no I/O.
+//! invalid, or repeated) with the gateway's own span id, so the gateway is a hop in the trace.
+//! `tracestate` is forwarded as it came with a valid `traceparent`, and dropped when the trace
+//! starts here (W3C). Pure: no I/O.
 //!
 //! Written by hand: the header is four fixed-width hex fields, and the `opentelemetry`
 //! propagator works on its own `Context` type, which the request path has no other use for.

@@ -157,3 +157,61 @@ async fn without_allowed_origins_cors_is_off() {
     assert!(!resp.headers().contains_key("access-control-allow-origin"));
     assert!(!vary_has(&resp, "Origin"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edges_own_refusals_carry_the_cors_headers_too() {
+    let (_service, issuer, gateway) = started(&format!("[\"{APP}\"]")).await;
+    // A head over server.max_header_bytes is refused by the connection layer (431), before
+    // any proxy phase: the script must still be able to read the envelope.
+    let resp = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer))
+        .header("origin", APP)
+        .header("x-big", "a".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    assert_eq!(resp.headers()["access-control-allow-origin"], APP);
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"],
+        "x-request-id"
+    );
+    assert!(vary_has(&resp, "Origin"));
+    // Another origin: no CORS headers on the refusal either.
+    let resp = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer))
+        .header("origin", "https://evil.example")
+        .header("x-big", "a".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_origin_is_no_origin_and_an_empty_header_list_asks_for_none() {
+    let (service, _issuer, gateway) = started(&format!("[\"{APP}\"]")).await;
+    let preflight = || {
+        client()
+            .request(reqwest::Method::OPTIONS, gateway.url(&finish_path()))
+            .header("access-control-request-method", "PUT")
+    };
+    // Two origins, the allowed one first: refused, never answered for the first.
+    let resp = preflight()
+        .header("origin", APP)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+    // An empty Access-Control-Request-Headers asks for no header: allowed.
+    let resp = preflight()
+        .header("origin", APP)
+        .header("access-control-request-headers", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], APP);
+    assert!(service.received().is_empty());
+}

@@ -63,32 +63,42 @@ async fn the_upstream_gets_the_callers_trace_with_the_gateways_span() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_or_invalid_traceparent_starts_a_new_trace() {
     let (service, issuer, gateway) = started().await;
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const OTHER: &str = "00-11111111111111111111111111111111-00f067aa0ba902b7-01";
     let mut traces = Vec::new();
     for sent in [
-        None,
-        Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-        Some("garbage"),
+        vec![],
+        vec!["00-00000000000000000000000000000000-00f067aa0ba902b7-01"],
+        vec!["garbage"],
+        vec!["ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+        // W3C: two traceparent headers are none.
+        vec![VALID, OTHER],
     ] {
-        let mut request = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer));
-        if let Some(value) = sent {
-            request = request.header("traceparent", value);
+        let mut request = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer))
+            .header("tracestate", "vendor=opaque");
+        for value in &sent {
+            request = request.header("traceparent", *value);
         }
         assert_eq!(request.send().await.unwrap().status(), 200);
         let received = service.received();
-        let (trace, span, _) = parts(
-            received.last().unwrap().headers["traceparent"]
-                .to_str()
-                .unwrap(),
-        );
+        let headers = &received.last().unwrap().headers;
+        let (trace, span, _) = parts(headers["traceparent"].to_str().unwrap());
         assert_ne!(trace, "00000000000000000000000000000000");
+        assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736", "sent {sent:?}");
+        assert_ne!(trace, "11111111111111111111111111111111", "sent {sent:?}");
         assert_ne!(span, "0000000000000000");
+        // A new trace carries no state of another one.
+        assert!(
+            !headers.contains_key("tracestate"),
+            "tracestate forwarded on a new trace (sent {sent:?})"
+        );
         traces.push(trace);
     }
     traces.sort();
     traces.dedup();
     assert_eq!(
         traces.len(),
-        3,
+        5,
         "the new traces are not distinct: {traces:?}"
     );
 }

@@ -34,7 +34,10 @@ SWEEP=${SWEEP:-1 8 32 128 512}    # connection counts of the sweep ("" skips it)
 SWEEP_DURATION=${SWEEP_DURATION:-$DURATION}
 WARMUP=${WARMUP:-2}               # seconds of warm-up per target before the main phase
 COLD_COUNT=${COLD_COUNT:-200000}  # distinct tokens for the cold phase
-COLD_ALG=${COLD_ALG:-EdDSA}       # EdDSA (fast to mint), RS256 or ES256
+COLD_ALG=${COLD_ALG:-EdDSA}       # EdDSA (fast to mint), RS256 (HAProxy joins) or ES256
+# Token-cache memory sweep: for each N, a fresh gateway (verified_cache_capacity = the largest N)
+# gets N distinct EdDSA tokens; RSS growth over the warm baseline / cached entries ("" skips).
+MEMORY_SWEEP=${MEMORY_SWEEP:-}
 LOG_ROUND=${LOG_ROUND:-1}         # 0 skips the RUST_LOG=info round
 PROFILE=${PROFILE:-0}             # 1: perf record the gateway during one extra run
 PROFILE_TARGET=${PROFILE_TARGET:-gateway}  # which target PROFILE=1 records
@@ -239,7 +242,7 @@ start_gateway() { # $1 = RUST_LOG level
     kill "${PID[gateway]}" 2>/dev/null || true
     wait "${PID[gateway]}" 2>/dev/null || true
   fi
-  RUST_LOG=$1 taskset -c "$SERVER_CPU" "$GATEWAY" --config "$WORK/gateway.toml" 2>>"$WORK/gateway-$1.log" &
+  RUST_LOG=$1 taskset -c "$SERVER_CPU" "$GATEWAY" --config "${GW_CONF:-$WORK/gateway.toml}" 2>>"$WORK/gateway-$1.log" &
   PID[gateway]=$!
   wait_port "$P_GW" gateway
   local i
@@ -426,7 +429,11 @@ fi
 if ((COLD_ROUNDS > 0)); then
   log "cold phase: $COLD_ROUNDS round(s), a different $COLD_ALG token per request, c=$CONNS"
   for r in $(seq 1 "$COLD_ROUNDS"); do
-    for t in gateway passthrough; do
+    # HAProxy verifies RS256 only (its jwt_verify is configured for the RSA key): with RS256
+    # cold tokens both verify every request.
+    cold_targets="gateway passthrough"
+    [[ "$COLD_ALG" == RS256 ]] && cold_targets="$cold_targets haproxy"
+    for t in $cold_targets; do
       [[ " $TARGETS " == *" $t "* ]] || continue
       if [[ $t == gateway ]]; then start_gateway warn; smoke gateway; fi
       run cold "$t" "$r" "$CONNS" "$DURATION" cold.lua "$COLD_ALG"
@@ -442,6 +449,45 @@ if [[ -n "$SWEEP" ]]; then
   for c in $SWEEP; do
     for t in $(rotate "$c"); do run sweep "$t" 1 "$c" "$SWEEP_DURATION" put.lua; done
   done
+fi
+
+if [[ -n "$MEMORY_SWEEP" && " $TARGETS " == *" gateway "* ]]; then
+  mem_max=$(tr ' ' '\n' <<<"$MEMORY_SWEEP" | sort -n | tail -n1)
+  log "memory sweep: {$MEMORY_SWEEP} distinct tokens (minting $mem_max EdDSA tokens)"
+  mkdir -p "$WORK/mem"
+  "$MINT" --rsa-key "$WORK/rsa.pem" --out-dir "$WORK/mem" --issuer "$ISSUER" --audience "$AUDIENCE" \
+    --cold-count "$mem_max" --cold-alg EdDSA >/dev/null
+  # The minting made a new EdDSA key: the gateway reads that run's key set (same RSA key).
+  sed -e "s/^\[auth\]$/[auth]\nverified_cache_capacity = $mem_max/" \
+    -e "s|^jwks_file = .*|jwks_file = \"$WORK/mem/jwks.json\"|" "$WORK/gateway.toml" >"$WORK/gateway-mem.toml"
+  echo "tokens,cached_entries,rss_warm_kib,rss_after_kib,bytes_per_entry,seconds" >"$OUT/memory.csv"
+  rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/${PID[gateway]}/status"; }
+  entries() { curl -fs "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^upload_gateway_token_cache_entries / {print $NF}'; }
+  for n in $MEMORY_SWEEP; do
+    GW_CONF=$WORK/gateway-mem.toml start_gateway warn
+    smoke gateway
+    # Warm: connections, buffers and pools at their working size, with the one cached token.
+    TOKEN_FILE=$WORK/token.txt taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d2s -s "$HERE/put.lua" \
+      "http://127.0.0.1:$P_GW" >/dev/null 2>&1
+    warm=$(rss_kib)
+    head -n "$n" "$WORK/mem/cold_tokens.txt" >"$WORK/mem/tokens-$n.txt"
+    t0=$(date +%s)
+    # Until every token has been cached once (bounded: 20 minutes).
+    before=0
+    while (( $(entries) < n - 1 && $(date +%s) - t0 < 1200 )); do
+      TOKENS_FILE=$WORK/mem/tokens-$n.txt taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d5s \
+        -s "$HERE/cold.lua" "http://127.0.0.1:$P_GW" >/dev/null 2>&1
+      now=$(entries)
+      # Eviction may hold the cache just under N: 90 % is enough; no growth below that is a fault.
+      ((now > before)) || { ((now * 10 >= n * 9)) && break; die "memory sweep: the cache stopped growing at $now entries (tokens refused?)"; }
+      before=$now
+    done
+    after=$(rss_kib); cached=$(entries)
+    echo "$n,$cached,$warm,$after,$(( (after - warm) * 1024 / (cached > 0 ? cached : 1) )),$(( $(date +%s) - t0 ))" >>"$OUT/memory.csv"
+    log "memory: $n tokens -> $cached cached, RSS $warm -> $after KiB, $(( (after - warm) * 1024 / (cached > 0 ? cached : 1) )) bytes/entry"
+  done
+  start_gateway warn
+  smoke gateway
 fi
 
 if [[ "$PROFILE" == 1 && " $TARGETS " == *" $PROFILE_TARGET "* ]]; then

@@ -252,22 +252,46 @@ pub(crate) struct FileRateLimit {
     pub(crate) redis_url: String,
 }
 
-/// An address's password replaced by `***` (`redis://user:***@host`), for printing.
+/// An address with its credentials replaced by `***` (`redis://***@host`), for printing.
 fn serialize_without_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&without_password(url))
 }
 
+/// The address as `check` prints it: the whole userinfo (a lone name may be a password, as in
+/// `redis://s3cret@host`) and every `pass`/`password` query parameter (the `redis+unix` form)
+/// shown as `***`.
 pub(crate) fn without_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let rest = &url[scheme_end..];
-    let authority = rest.find('/').map_or(rest, |i| &rest[..i]);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
+    let (before_query, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
     };
-    let user = authority[..at].split(':').next().unwrap_or_default();
-    format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+    let rest = before_query.get(scheme_end..).unwrap_or_default();
+    let authority = rest.find('/').map_or(rest, |i| &rest[..i]);
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..scheme_end]);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str("***");
+            out.push_str(&rest[at..]);
+        }
+        None => out.push_str(rest),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        let pairs = query.split('&').map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password") =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        });
+        out.push_str(&pairs.collect::<Vec<_>>().join("&"));
+    }
+    out
 }
 
 impl Default for FileRateLimit {
@@ -291,11 +315,21 @@ mod tests {
     fn printed_redis_addresses_hide_their_password() {
         assert_eq!(
             without_password("redis://app:s3cr%40t@cache:6379/0"),
-            "redis://app:***@cache:6379/0"
+            "redis://***@cache:6379/0"
         );
         assert_eq!(
             without_password("redis://:hunter2@10.0.0.1/"),
-            "redis://:***@10.0.0.1/"
+            "redis://***@10.0.0.1/"
+        );
+        // A lone name may be the password.
+        assert_eq!(without_password("redis://s3cret@h/0"), "redis://***@h/0");
+        assert_eq!(
+            without_password("redis+unix:///tmp/r.sock?db=1&pass=s3cret"),
+            "redis+unix:///tmp/r.sock?db=1&pass=***"
+        );
+        assert_eq!(
+            without_password("redis+unix:///tmp/r.sock?PASSWORD=s3cret"),
+            "redis+unix:///tmp/r.sock?PASSWORD=***"
         );
         assert_eq!(
             without_password("redis://127.0.0.1:6379"),

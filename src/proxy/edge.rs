@@ -116,6 +116,17 @@ pub struct EdgeApp<SV> {
     proxy: Arc<HttpProxy<SV>>,
     limits: EdgeLimits,
     metrics: Arc<Metrics>,
+    cors: Option<Arc<EdgeCors>>,
+}
+
+/// What the edge needs to put CORS headers on its own refusals (SPEC §4.11: every answer to
+/// an allowed origin on the API carries them), as the request filter does on the others.
+#[derive(Debug)]
+pub struct EdgeCors {
+    /// The API's shape, to tell whether a refused head was for the API.
+    pub api: crate::config::ApiSettings,
+    /// The CORS policy of `[cors]`.
+    pub policy: crate::cors::CorsPolicy,
 }
 
 impl<SV> EdgeApp<SV> {
@@ -125,7 +136,14 @@ impl<SV> EdgeApp<SV> {
             proxy: Arc::new(proxy),
             limits,
             metrics,
+            cors: None,
         }
+    }
+
+    /// Refusals of heads for the API from an allowed origin carry the CORS headers too.
+    pub fn with_cors(mut self, cors: EdgeCors) -> Self {
+        self.cors = Some(Arc::new(cors));
+        self
     }
 
     fn keepalive_seconds(&self) -> Option<u64> {
@@ -175,7 +193,12 @@ where
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let state = Arc::new(ConnectionState::default());
-        let guarded: Stream = Box::new(HeadGuard::new(stream, state.clone(), self.limits));
+        let guarded: Stream = Box::new(HeadGuard::new(
+            stream,
+            state.clone(),
+            self.limits,
+            self.cors.clone(),
+        ));
         let mut session = ServerSession::new_http1(guarded);
         let keepalive = if *shutdown.borrow() {
             None
@@ -264,6 +287,7 @@ pub struct HeadGuard {
     inner: Stream,
     state: Arc<ConnectionState>,
     limits: EdgeLimits,
+    cors: Option<Arc<EdgeCors>>,
     phase: Phase,
     scan: Scan,
     /// The current head as far as it came, for rendering a refusal; cleared at the next one.
@@ -287,11 +311,17 @@ impl std::fmt::Debug for HeadGuard {
 }
 
 impl HeadGuard {
-    fn new(inner: Stream, state: Arc<ConnectionState>, limits: EdgeLimits) -> Self {
+    fn new(
+        inner: Stream,
+        state: Arc<ConnectionState>,
+        limits: EdgeLimits,
+        cors: Option<Arc<EdgeCors>>,
+    ) -> Self {
         Self {
             inner,
             state,
             limits,
+            cors,
             phase: Phase::Passthrough,
             scan: Scan::Leading,
             head: Vec::new(),
@@ -333,7 +363,8 @@ impl HeadGuard {
 
     /// The refusal's answer, rendered as the request asked as far as its head tells.
     fn answer(&self, error: &GatewayError, request_id: &http::HeaderValue) -> Bytes {
-        let render = render_options_of(&self.head);
+        let head = HeadView::of(&self.head);
+        let render = head.render_options();
         let body = error.api_error().render(render);
         let status = error.status();
         let reason = http::StatusCode::from_u16(status)
@@ -347,7 +378,27 @@ impl HeadGuard {
         out.extend_from_slice(format!("\r\ncontent-length: {}\r\n", body.len()).as_bytes());
         out.extend_from_slice(b"x-request-id: ");
         out.extend_from_slice(request_id.as_bytes());
-        out.extend_from_slice(b"\r\nvary: Accept\r\nconnection: close\r\n\r\n");
+        out.extend_from_slice(b"\r\nvary: Accept\r\n");
+        if let Some(cors) = self.cors.as_deref() {
+            let target = head.target.as_bytes();
+            if crate::route::classify(&cors.api, false, target).is_api() {
+                out.extend_from_slice(b"vary: Origin\r\n");
+                let allowed = head
+                    .single("origin")
+                    .and_then(|origin| cors.policy.allowed_origin(origin.as_bytes()));
+                for (name, value) in allowed
+                    .map(|a| cors.policy.answer_headers(a))
+                    .into_iter()
+                    .flatten()
+                {
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        out.extend_from_slice(b"connection: close\r\n\r\n");
         out.extend_from_slice(&body);
         Bytes::from(out)
     }
@@ -515,20 +566,53 @@ impl HeadGuard {
     }
 }
 
-/// The rendering options a (possibly partial) head asks for: the request line's `format`,
-/// `human` and `show_null` and the `Accept` header, read leniently.
-fn render_options_of(head: &[u8]) -> RenderOptions {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
-    let request_line = lines.by_ref().find(|l| !l.is_empty()).unwrap_or("");
-    let target = request_line.split(' ').nth(1).unwrap_or("");
-    let query = target.split_once('?').map(|(_, q)| q);
-    let accept = lines
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("accept"))
-        .map(|(_, value)| value.trim());
-    query::lenient_render_options(query, accept)
+/// A (possibly partial) head read leniently, for rendering its refusal: the request target
+/// and the header lines that arrived complete.
+struct HeadView {
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl HeadView {
+    fn of(head: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(head);
+        let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
+        let request_line = lines.by_ref().find(|l| !l.is_empty()).unwrap_or("");
+        let target = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        // A last line without its newline may be cut short: it is not read.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let headers = complete
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .skip_while(|l| l.is_empty())
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        Self { target, headers }
+    }
+
+    /// The value of a header that must come once (`None` when absent or repeated).
+    fn single(&self, name: &str) -> Option<&str> {
+        let mut values = self.headers.iter().filter(|(n, _)| n == name);
+        match (values.next(), values.next()) {
+            (Some((_, value)), None) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The rendering options the head asks for: the request line's `format`, `human` and
+    /// `show_null` and the `Accept` header.
+    fn render_options(&self) -> RenderOptions {
+        let query = self.target.split_once('?').map(|(_, q)| q);
+        let accept = self
+            .headers
+            .iter()
+            .find(|(name, _)| name == "accept")
+            .map(|(_, value)| value.as_str());
+        query::lenient_render_options(query, accept)
+    }
 }
 
 impl AsyncRead for HeadGuard {
@@ -718,12 +802,14 @@ mod tests {
 
     #[test]
     fn a_refusal_is_rendered_as_the_partial_head_asks() {
-        let xml = render_options_of(b"GET /v1/x?format=xml&human HTTP/1.1\r\nX-Big: aaaa");
+        let xml =
+            HeadView::of(b"GET /v1/x?format=xml&human HTTP/1.1\r\nX-Big: aaaa").render_options();
         assert_eq!(xml.format, ResponseFormat::Xml);
         assert!(xml.human);
-        let accept = render_options_of(b"PUT /v1/x HTTP/1.1\r\nHost: a\r\naccept: text/xml\r\n");
+        let accept =
+            HeadView::of(b"PUT /v1/x HTTP/1.1\r\nHost: a\r\naccept: text/xml\r\n").render_options();
         assert_eq!(accept.format, ResponseFormat::Xml);
-        let garbage = render_options_of(b"\xff\xfe");
+        let garbage = HeadView::of(b"\xff\xfe").render_options();
         assert_eq!(garbage.format, ResponseFormat::Json);
     }
 }

@@ -55,7 +55,7 @@ async fn decide(
     let req = session.req_header();
     ctx.request_id = request_id(req.headers.get(X_REQUEST_ID));
     ctx.trace = Some(crate::trace_context::TraceContext::from_header(
-        req.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        single(&req.headers, TRACEPARENT),
         || fastrand::u64(..),
     ));
     ctx.head = req.method == Method::HEAD;
@@ -77,7 +77,7 @@ async fn decide(
     // CORS before the token: a preflight carries none.
     if let (Some(cors), true) = (&api.config.cors, ctx.route.is_api()) {
         ctx.cors_enabled = true;
-        let origin = req.headers.get(ORIGIN).map(HeaderValue::as_bytes);
+        let origin = single(&req.headers, ORIGIN);
         let asked = |name: &str| req.headers.get(name).map(HeaderValue::as_bytes);
         match cors.preflight(
             &req.method,
@@ -217,6 +217,18 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
         .await
         .map_err(|_| GatewayError::BadRequest)??;
     Ok(buf.freeze())
+}
+
+/// A header that means something only once (`Origin`, `traceparent`): its value, or, when the
+/// request repeats it, an empty value, which no origin rule and no trace parser accepts (two
+/// origins are no origin; W3C reads two `traceparent`s as none).
+fn single(headers: &http::HeaderMap, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    match values.next() {
+        None => Some(first.as_bytes()),
+        Some(_) => Some(b""),
+    }
 }
 
 /// The client's `X-Request-Id` when it is a sane token, else a fresh random one. Anything else

@@ -31,6 +31,11 @@ pub fn write(
     // The gateway is a hop of the trace: its own span id is the upstream's parent.
     if let Some(trace) = &ctx.trace {
         req.insert_header(headers::TRACEPARENT, trace.traceparent())?;
+        if trace.parent_span_id.is_none() {
+            // A new trace carries no state of another one (W3C: a `tracestate` without a
+            // valid `traceparent` is not read).
+            req.remove_header(headers::TRACESTATE);
+        }
     }
     if let Some(ip) = session
         .client_addr()

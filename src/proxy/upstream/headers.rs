@@ -66,6 +66,8 @@ pub fn strip_response(resp: &mut ResponseHeader) {
 
 /// The W3C Trace Context header.
 pub const TRACEPARENT: &str = "traceparent";
+/// W3C Trace Context vendor state, forwarded with a valid `traceparent` only.
+pub const TRACESTATE: &str = "tracestate";
 
 /// The CORS headers of an answer.
 const CORS_RESPONSE_HEADERS: [&str; 6] = [

@@ -2,11 +2,13 @@
 //! update, exposed by the admin listener. Label values are fixed vocabularies (route templates,
 //! status codes, reason labels), never user input, so cardinality stays bounded.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::route::Route;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for latencies, from half a millisecond to half a minute.
@@ -47,6 +49,48 @@ pub struct Metrics {
     pub token_cache: IntCounterVec,
     /// Tokens in the verified-token cache.
     pub token_cache_entries: IntGauge,
+    /// The request metrics' handles of each route template, resolved on first use.
+    route_handles: [RouteHandles; ROUTES.len()],
+}
+
+/// Every route template requests are counted under (`Route::template`, and the edge's own).
+const ROUTES: [&str; 5] = [
+    Route::FinishUpload.template(),
+    Route::Api.template(),
+    Route::Ambiguous.template(),
+    Route::Other.template(),
+    crate::proxy::edge::MALFORMED_ROUTE,
+];
+
+/// Statuses a response can have (three digits).
+const STATUSES: usize = 1000;
+
+/// One route's request-metric handles: looked up in the vectors once (a label hash, a read
+/// lock and a reference count each), then used directly. A series appears on first use, as it
+/// does through the vectors.
+struct RouteHandles {
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    by_status: Box<[OnceLock<IntCounter>]>,
+}
+
+/// Uses the handle in `cell`, resolving it with `resolve` the first time; without a cell
+/// (a route or status outside the table), resolves it every time.
+fn resolved<T>(cell: Option<&OnceLock<T>>, resolve: impl FnOnce() -> T, apply: impl FnOnce(&T)) {
+    match cell {
+        Some(cell) => apply(cell.get_or_init(resolve)),
+        None => apply(&resolve()),
+    }
+}
+
+impl RouteHandles {
+    fn new() -> Self {
+        Self {
+            duration: OnceLock::new(),
+            upstream: OnceLock::new(),
+            by_status: (0..STATUSES).map(|_| OnceLock::new()).collect(),
+        }
+    }
 }
 
 impl Metrics {
@@ -185,6 +229,7 @@ impl Metrics {
             jwks_age,
             token_cache,
             token_cache_entries,
+            route_handles: std::array::from_fn(|_| RouteHandles::new()),
         })
     }
 
@@ -196,17 +241,30 @@ impl Metrics {
         total: Duration,
         upstream: Option<Duration>,
     ) {
-        let mut buf = itoa::Buffer::new();
-        self.requests
-            .with_label_values(&[route, buf.format(status)])
-            .inc();
-        self.request_duration
-            .with_label_values(&[route])
-            .observe(total.as_secs_f64());
+        let handles = ROUTES
+            .iter()
+            .position(|known| *known == route)
+            .and_then(|i| self.route_handles.get(i));
+        resolved(
+            handles.and_then(|h| h.by_status.get(usize::from(status))),
+            || {
+                let mut buf = itoa::Buffer::new();
+                self.requests
+                    .with_label_values(&[route, buf.format(status)])
+            },
+            IntCounter::inc,
+        );
+        resolved(
+            handles.map(|h| &h.duration),
+            || self.request_duration.with_label_values(&[route]),
+            |h| h.observe(total.as_secs_f64()),
+        );
         if let Some(d) = upstream {
-            self.upstream_latency
-                .with_label_values(&[route])
-                .observe(d.as_secs_f64());
+            resolved(
+                handles.map(|h| &h.upstream),
+                || self.upstream_latency.with_label_values(&[route]),
+                |h| h.observe(d.as_secs_f64()),
+            );
         }
     }
 
@@ -243,5 +301,50 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use super::*;
+
+    fn exposition(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render()).unwrap()
+    }
+
+    #[test]
+    fn resolved_handles_count_as_the_labelled_vectors_do() {
+        let metrics = Metrics::new().unwrap();
+        let finish = Route::FinishUpload.template();
+        // No series before the first request of a route and status.
+        assert!(!exposition(&metrics).contains("requests_total{"));
+        for _ in 0..3 {
+            metrics.observe_request(finish, 200, Duration::from_millis(2), None);
+        }
+        metrics.observe_request(finish, 502, Duration::from_millis(1), Some(Duration::ZERO));
+        // A template outside the table still counts (through the vectors).
+        metrics.observe_request("elsewhere", 200, Duration::from_millis(1), None);
+        let text = exposition(&metrics);
+        let finish_label = format!("route=\"{finish}\"");
+        let line = |status: &str, route: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("upload_gateway_requests_total{")
+                        && l.contains(route)
+                        && l.contains(&format!("status=\"{status}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        assert_eq!(line("200", &finish_label).as_deref(), Some("3"));
+        assert_eq!(line("502", &finish_label).as_deref(), Some("1"));
+        assert_eq!(line("200", "route=\"elsewhere\"").as_deref(), Some("1"));
+        assert!(text.contains(&format!(
+            "upload_gateway_request_duration_seconds_count{{{finish_label}}} 4"
+        )));
+        assert!(text.contains(&format!(
+            "upload_gateway_upstream_latency_seconds_count{{{finish_label}}} 1"
+        )));
     }
 }

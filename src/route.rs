@@ -29,7 +29,7 @@ pub enum Route {
 
 impl Route {
     /// The route template for logs and metrics (never the raw path: IDs would explode cardinality).
-    pub fn template(self) -> &'static str {
+    pub const fn template(self) -> &'static str {
         match self {
             Route::FinishUpload | Route::FinishUploadBadId => "PUT /files/uploads/{id}",
             Route::Api => "api",

@@ -10,6 +10,7 @@
 //! the document is the caller's job.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{
@@ -57,7 +58,8 @@ impl KeyKind {
 /// One key of the set that may verify tokens.
 #[derive(Clone)]
 pub struct UsableKey {
-    kid: Option<String>,
+    /// Shared with every verified token this key verified (no copy per cached token).
+    kid: Option<Arc<str>>,
     kind: KeyKind,
     alg: Option<Algorithm>,
     decoding_key: DecodingKey,
@@ -68,6 +70,11 @@ impl UsableKey {
     /// The JWK's `kid`, if it has one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+
+    /// The `kid`, shared.
+    pub fn kid_shared(&self) -> Option<&Arc<str>> {
+        self.kid.as_ref()
     }
 
     /// The kind of key (from `kty`/`crv`).
@@ -342,7 +349,7 @@ impl KeySet {
 
 /// Checks one JWK and builds its decoding key.
 fn usable_key(jwk: &Map<String, Value>) -> Result<UsableKey, SkipReason> {
-    let kid = optional_str(jwk, "kid")?.map(str::to_owned);
+    let kid = optional_str(jwk, "kid")?.map(Arc::from);
     let kty = optional_str(jwk, "kty")?.ok_or(SkipReason::Malformed("kty"))?;
     if kty == "oct" {
         return Err(SkipReason::SymmetricKey);

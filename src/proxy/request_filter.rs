@@ -121,7 +121,7 @@ async fn decide(
     if let Some(limiter) = &api.limiter {
         let is_finish = matches!(ctx.route, Route::FinishUpload | Route::FinishUploadBadId);
         if limiter.applies(is_finish, ctx.route.is_api()) {
-            let claim = ctx.token.as_ref().and_then(|t| t.key_claim.as_deref());
+            let claim = ctx.token.as_ref().and_then(|t| t.key_claim());
             let peer = session
                 .client_addr()
                 .and_then(|a| a.as_inet())

@@ -99,7 +99,7 @@ pub fn write(
         }
     }
     if let Some(token) = &ctx.token {
-        for (name, value) in &token.upstream_headers {
+        for (name, value) in token.upstream_headers() {
             if let Ok(value) = HeaderValue::from_str(value) {
                 req.insert_header(name.clone(), value)?;
             }

@@ -121,11 +121,6 @@ pub(super) fn header_text(value: &Value) -> Option<String> {
         .then_some(text)
 }
 
-/// RFC 9110 field name: one or more `tchar`.
-pub(super) fn is_header_name(name: &str) -> bool {
-    http::HeaderName::from_bytes(name.as_bytes()).is_ok()
-}
-
 /// Whether a JSON object names one member twice (escapes decoded: `"s\u0075b"` is `sub`).
 /// jsonwebtoken keeps the last copy, a first-copy parser upstream would read the other: such a
 /// token is refused rather than read one way here and another way there.

@@ -28,12 +28,13 @@ mod cache;
 mod claims;
 mod error;
 mod policy;
+mod token;
 
 use bearer::bearer_token;
-use cache::{sha256, FingerprintHasher, TokenCache};
+use cache::{fingerprint, Fingerprint, FingerprintHasher, TokenCache};
 use claims::{
-    check_audience, check_scopes, check_time_window, header_text, is_header_name, numeric_date,
-    TokenHeader, TokenTimes,
+    check_audience, check_scopes, check_time_window, header_text, numeric_date, TokenHeader,
+    TokenTimes,
 };
 use error::decode_error;
 use policy::family_validation;
@@ -41,52 +42,18 @@ use policy::family_validation;
 pub use cache::CacheStats;
 pub use error::AuthError;
 pub use policy::{AuthPolicy, PolicyError};
+pub use token::VerifiedToken;
+use token::{Texts, FIRST_HEADER, KEY_CLAIM, SUBJECT};
 
 /// Longest token accepted, in bytes; longer ones are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// A token that passed every check, shared by all requests presenting it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedToken {
-    /// `kid` of the key that verified it.
-    pub kid: Option<String>,
-    /// The `exp` claim (seconds since the epoch).
-    pub exp: u64,
-    /// The `sub` claim when it is a string.
-    pub subject: Option<String>,
-    /// (header name, value) for each `claims_to_headers` entry whose claim is a scalar.
-    pub upstream_headers: Vec<(String, String)>,
-    /// The policy's `key_claim` as text, when the token has it as a scalar.
-    pub key_claim: Option<String>,
-    /// What a cache hit re-checks, kept in the same allocation so that a hit touches one.
-    recheck: Recheck,
-}
-
-impl VerifiedToken {
-    /// Which provider (index into the policies the verifier was built with) verified it.
-    pub fn provider(&self) -> usize {
-        self.recheck.provider
-    }
-}
-
-/// How the token was verified, to re-check a cache hit against the current key set and clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Recheck {
-    /// The provider whose key set verified it: a hit is re-checked against that set only.
-    provider: usize,
-    nbf: Option<u64>,
-    /// How the key was selected, to replay the selection against a new key set.
-    header_kid: Option<String>,
-    alg: Algorithm,
-    key_thumbprint: [u8; 32],
-    /// [`KeySet::generation`] of the set that verified it.
-    key_set: u64,
-}
 
 /// One provider's policy with its jsonwebtoken validations (one per algorithm family, since
 /// jsonwebtoken refuses a Validation that mixes families).
 struct Checks {
     policy: AuthPolicy,
+    /// `claims_to_headers` names, parsed once and shared by every token of the provider.
+    header_names: Arc<[http::HeaderName]>,
     rsa: Option<Validation>,
     ec: Option<Validation>,
     ed: Option<Validation>,
@@ -112,7 +79,7 @@ pub struct Prepared<'a> {
     /// The provider (index into the policies) whose key set [`TokenVerifier::finish`] needs.
     pub provider: usize,
     token: &'a [u8],
-    fingerprint: [u8; 32],
+    fingerprint: Fingerprint,
     cached: Option<Arc<VerifiedToken>>,
 }
 
@@ -127,14 +94,16 @@ fn checks(policy: AuthPolicy) -> Result<Checks, PolicyError> {
     {
         return Err(PolicyError::SymmetricAlgorithm(*alg));
     }
-    if let Some((_, name)) = policy
+    let header_names = policy
         .claims_to_headers
         .iter()
-        .find(|(_, name)| !is_header_name(name))
-    {
-        return Err(PolicyError::InvalidHeaderName(name.clone()));
-    }
+        .map(|(_, name)| {
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| PolicyError::InvalidHeaderName(name.clone()))
+        })
+        .collect::<Result<Arc<[_]>, _>>()?;
     Ok(Checks {
+        header_names,
         rsa: family_validation(&policy.algorithms, AlgorithmFamily::Rsa),
         ec: family_validation(&policy.algorithms, AlgorithmFamily::Ec),
         ed: family_validation(&policy.algorithms, AlgorithmFamily::Ed),
@@ -243,13 +212,13 @@ impl TokenVerifier {
     /// chosen (from the cached entry, or from the token's `iss` when there are several).
     pub fn prepare<'a>(&self, authorization: Option<&'a [u8]>) -> Result<Prepared<'a>, AuthError> {
         let token = bearer_token(authorization)?;
-        let fingerprint = sha256(token);
+        let fingerprint = fingerprint(token);
         let cached = self
             .cache
             .as_ref()
             .and_then(|cache| cache.get(&fingerprint));
         let provider = match &cached {
-            Some(hit) => hit.recheck.provider,
+            Some(hit) => hit.provider(),
             None if self.select_by_issuer => {
                 let iss = unverified_issuer(token)?.ok_or(AuthError::MissingIssuer)?;
                 self.providers
@@ -302,7 +271,7 @@ impl TokenVerifier {
             return;
         };
         let before = cache.len();
-        cache.retain(|_, cached| cached.recheck.provider != provider || verified_by(cached, keys));
+        cache.retain(|_, cached| cached.provider() != provider || verified_by(cached, keys));
         let dropped = before.saturating_sub(cache.len());
         if dropped > 0 {
             tracing::debug!(dropped, "verified tokens dropped after key set change");
@@ -322,7 +291,7 @@ impl TokenVerifier {
         &self,
         cache: &TokenCache,
         keys: &KeySet,
-        fingerprint: &[u8; 32],
+        fingerprint: &Fingerprint,
         cached: Arc<VerifiedToken>,
         now_s: u64,
     ) -> Result<Arc<VerifiedToken>, AuthError> {
@@ -332,8 +301,8 @@ impl TokenVerifier {
             cache.remove(fingerprint);
             return Err(AuthError::UnknownKid);
         }
-        let leeway_s = self.providers[cached.recheck.provider].policy.leeway_s;
-        match check_time_window(cached.exp, cached.recheck.nbf, now_s, leeway_s) {
+        let leeway_s = self.providers[cached.provider()].policy.leeway_s;
+        match check_time_window(cached.exp, cached.nbf(), now_s, leeway_s) {
             Ok(()) => Ok(cached),
             Err(error) => {
                 if error == AuthError::Expired {
@@ -406,24 +375,33 @@ impl TokenVerifier {
             return Err(AuthError::Malformed);
         }
         let times = checks.check_claims(&claims, now_s)?;
+        let key_claim = checks
+            .policy
+            .key_claim
+            .as_ref()
+            .and_then(|name| header_text(claims.get(name)?));
+        let header_texts: Vec<Option<String>> = checks
+            .policy
+            .claims_to_headers
+            .iter()
+            .map(|(claim, _)| header_text(claims.get(claim)?))
+            .collect();
+        let mut texts: Vec<Option<&str>> = Vec::with_capacity(FIRST_HEADER + header_texts.len());
+        texts.resize(FIRST_HEADER, None);
+        texts[SUBJECT] = claims.get("sub").and_then(Value::as_str);
+        texts[KEY_CLAIM] = key_claim.as_deref();
+        texts.extend(header_texts.iter().map(Option::as_deref));
         let verified = VerifiedToken {
-            kid: key.kid().map(str::to_owned),
             exp: times.exp,
-            subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            upstream_headers: checks.upstream_headers(&claims),
-            key_claim: checks
-                .policy
-                .key_claim
-                .as_ref()
-                .and_then(|name| header_text(claims.get(name)?)),
-            recheck: Recheck {
-                provider,
-                nbf: times.nbf,
-                header_kid: header.kid,
-                alg,
-                key_thumbprint: *key.thumbprint(),
-                key_set: keys.generation(),
-            },
+            nbf: times.nbf.unwrap_or(0),
+            key_set: keys.generation(),
+            key_thumbprint: thumbprint_prefix(key.thumbprint()),
+            kid: key.kid_shared().cloned(),
+            header_names: Arc::clone(&checks.header_names),
+            texts: Texts::pack(&texts),
+            provider: u32::try_from(provider).map_err(|_| AuthError::Malformed)?,
+            alg,
+            kid_in_header: header.kid.is_some(),
         };
         Ok(Arc::new(verified))
     }
@@ -472,17 +450,6 @@ impl Checks {
         }
         Ok(TokenTimes { exp, nbf })
     }
-
-    fn upstream_headers(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
-        self.policy
-            .claims_to_headers
-            .iter()
-            .filter_map(|(claim, header)| {
-                let value = header_text(claims.get(claim)?)?;
-                Some((header.clone(), value))
-            })
-            .collect()
-    }
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -495,14 +462,27 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
+/// The part of a key's RFC 7638 thumbprint a verified token keeps: 128 bits tell the key
+/// material of one issuer's set apart (the set is the issuer's, not the client's).
+fn thumbprint_prefix(thumbprint: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&thumbprint[..16]);
+    out
+}
+
 /// Whether `keys` still selects, for the token's header, the key that verified it. Under the
 /// very set that verified it, it does, and the selection is skipped.
 fn verified_by(token: &VerifiedToken, keys: &KeySet) -> bool {
-    let recheck = &token.recheck;
-    recheck.key_set == keys.generation()
+    // With a header `kid`, the selection matched it exactly: it was the key's `kid`.
+    let kid = if token.kid_in_header {
+        token.kid()
+    } else {
+        None
+    };
+    token.key_set == keys.generation()
         || keys
-            .select(recheck.header_kid.as_deref(), recheck.alg)
-            .is_ok_and(|key| key.thumbprint() == &recheck.key_thumbprint)
+            .select(kid, token.alg)
+            .is_ok_and(|key| thumbprint_prefix(key.thumbprint()) == token.key_thumbprint)
 }
 
 #[cfg(test)]
@@ -598,9 +578,9 @@ mod tests {
         let k = keys();
         for key in [&k.rsa, &k.ec, &k.ed] {
             let verified = check(&mint(key, &claims()).unwrap()).unwrap();
-            assert_eq!(verified.kid.as_deref(), Some(key.kid.as_str()));
-            assert_eq!(verified.exp, NOW + 600);
-            assert_eq!(verified.subject.as_deref(), Some("alice"));
+            assert_eq!(verified.kid(), Some(key.kid.as_str()));
+            assert_eq!(verified.exp(), NOW + 600);
+            assert_eq!(verified.subject(), Some("alice"));
         }
     }
 
@@ -882,7 +862,7 @@ mod tests {
     fn token_without_kid_is_accepted_when_one_key_fits() {
         let token = mint_with_header(&keys().rsa, &json!({ "kid": null }), &claims()).unwrap();
         let verified = check(&token).unwrap();
-        assert_eq!(verified.kid.as_deref(), Some("rsa-1"));
+        assert_eq!(verified.kid(), Some("rsa-1"));
     }
 
     #[test]
@@ -1077,9 +1057,13 @@ mod tests {
             ("X-Ratio", "0.5"),
         ]
         .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
         .collect();
-        assert_eq!(verified.upstream_headers, expected);
+        let got: Vec<(String, String)> = verified
+            .upstream_headers()
+            .map(|(name, value)| (name.as_str().to_owned(), value.to_owned()))
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
@@ -1246,7 +1230,7 @@ mod tests {
         let started = Instant::now();
         for _ in 0..200 {
             if let Some(cache) = &verifier.cache {
-                cache.remove(&sha256(&header.as_bytes()[7..]));
+                cache.remove(&fingerprint(&header.as_bytes()[7..]));
             }
             verifier
                 .verify(&keys, Some(header.as_bytes()), NOW)

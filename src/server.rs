@@ -136,6 +136,9 @@ pub fn build(config: Config, options: &RunOptions) -> Result<Built, StartError> 
     let config = Arc::new(config);
     let mut conf = ServerConf {
         threads: config.server.threads,
+        // One thread has nothing to steal from: a current-thread runtime (Pingora's
+        // "no steal" mode) then serves ready connections in turn.
+        work_stealing: config.server.threads > 1,
         grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
         // Runtimes get one more second after the grace period to wind down.
         graceful_shutdown_timeout_seconds: Some(1),

@@ -162,8 +162,9 @@ def peers_svg(summary):
     return svg.render()
 
 
-def line_chart(series, title, ylabel, log_y=False, fmt_y=lambda v: fmt(v)):
-    """series = {name: [(conns, value)]}; x is log2 of the connection count."""
+def line_chart(series, title, ylabel, log_y=False, fmt_y=lambda v: fmt(v),
+               xlabel="concurrent connections (wrk -t1 -cN, log scale)"):
+    """series = {name: [(x, value)]}; x is on a log2 scale (connections, cached tokens)."""
     w, h = 860, 420
     left, right, top, bottom = 80, 220, 40, 60
     svg = Svg(w, h)
@@ -208,7 +209,7 @@ def line_chart(series, title, ylabel, log_y=False, fmt_y=lambda v: fmt(v)):
         svg.text(px(c), top + ph + 16, str(c), size=10, anchor="middle", colour="#666")
     svg.line(left, top + ph, left + pw, top + ph, colour="#999")
     svg.line(left, top, left, top + ph, colour="#999")
-    svg.text(left + pw / 2, h - 18, "concurrent connections (wrk -t1 -cN, log scale)", size=11, anchor="middle")
+    svg.text(left + pw / 2, h - 18, xlabel, size=11, anchor="middle")
     svg.text(18, top + ph / 2, ylabel, size=11, anchor="middle", rotate=-90)
     for i, (name, pts) in enumerate(series.items()):
         colour = COLOURS.get(name, "#555")
@@ -269,20 +270,24 @@ def main():
 
     cold_gw = summarise(rows, "cold", "gateway")
     cold_pt = summarise(rows, "cold", "passthrough")
+    cold_ha = summarise(rows, "cold", "haproxy")
     if cold_gw:
-        out["cold"] = {"gateway": cold_gw, "passthrough": cold_pt}
+        out["cold"] = {"gateway": cold_gw, "passthrough": cold_pt, "haproxy": cold_ha}
         md.append("### Cold token (a different valid token on every request; median of %d rounds)\n" % cold_gw["runs"])
-        md.append("| target | req/s | × passthrough (same script) | × passthrough (main) | p50 | p99 | CPU µs/req | notes |")
-        md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-        for name, s in (("gateway", cold_gw), ("passthrough", cold_pt)):
+        md.append("| target | req/s | × passthrough (same script) | × passthrough (main) | × HAProxy (same script) | p50 | p99 | CPU µs/req | notes |")
+        md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for name, s in (("gateway", cold_gw), ("passthrough", cold_pt), ("haproxy", cold_ha)):
             if not s:
                 continue
             r1 = s["rps"] / cold_pt["rps"] if cold_pt else None
             r2 = s["rps"] / base["rps"] if base else None
+            r3 = s["rps"] / cold_ha["rps"] if cold_ha else None
             s["ratio_vs_passthrough_same_script"] = r1
             s["ratio_vs_passthrough_main"] = r2
-            md.append(f"| {name} | {fmt(s['rps'])} | {fmt(r1, 2)} | {fmt(r2, 2)} | {ms(s['p50_us'])} | {ms(s['p99_us'])} | "
-                      f"{fmt(s['cpu_us_per_req'], 1)} | {'; '.join(s['notes'])} |")
+            s["ratio_vs_haproxy_same_script"] = r3
+            notes = "; ".join(dict.fromkeys(s["notes"]))
+            md.append(f"| {name} | {fmt(s['rps'])} | {fmt(r1, 2)} | {fmt(r2, 2)} | {fmt(r3, 2)} | {ms(s['p50_us'])} | "
+                      f"{ms(s['p99_us'])} | {fmt(s['cpu_us_per_req'], 1)} | {notes} |")
         md.append("")
 
     sweep_rows = [r for r in rows if r["phase"] == "sweep"]
@@ -308,6 +313,28 @@ def main():
         (directory / "sweep-p99.svg").write_text(line_chart(
             p99_series, "p99 latency against concurrency", "p99 latency (ms, log scale)", log_y=True,
             fmt_y=lambda v: f"{v:g}"))
+
+    memory = directory / "memory.csv"
+    if memory.exists():
+        with open(memory, newline="") as f:
+            mem = [{k: int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        if mem:
+            out["memory"] = mem
+            md.append("### Token-cache memory (RSS growth over the warm gateway / cached tokens)\n")
+            md.append("| distinct tokens | cached | RSS warm | RSS after | bytes per cached token | seconds |")
+            md.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+            for m in mem:
+                md.append(f"| {fmt(m['tokens'])} | {fmt(m['cached_entries'])} | {fmt(m['rss_warm_kib'] / 1024, 1)} MiB | "
+                          f"{fmt(m['rss_after_kib'] / 1024, 1)} MiB | {m['bytes_per_entry']} | {m['seconds']} |")
+            md.append("")
+            (directory / "memory.svg").write_text(line_chart(
+                {"gateway": [(m["cached_entries"], m["bytes_per_entry"]) for m in mem]},
+                "RSS per cached token against cached tokens", "bytes of RSS per cached token",
+                xlabel="distinct cached tokens (log scale)"))
+            (directory / "memory-total.svg").write_text(line_chart(
+                {"gateway": [(m["cached_entries"], (m["rss_after_kib"]) / 1024) for m in mem]},
+                "Gateway RSS against cached tokens", "RSS (MiB, log scale)", log_y=True,
+                fmt_y=lambda v: f"{v:g}", xlabel="distinct cached tokens (log scale)"))
 
     prof = summarise(rows, "profile", "gateway")
     if prof:

@@ -198,6 +198,7 @@ shutdown_grace_s = 1
 
 [upstream]
 servers = ["127.0.0.1:$P_UP"]
+${GATEWAY_POOL:+keepalive_pool_size = $GATEWAY_POOL}
 
 [api]
 path_prefix = "/v1"

@@ -82,7 +82,7 @@ impl Default for FileUpstream {
             read_timeout_ms: 30000,
             response_timeout_ms: 30000,
             health_check_interval_ms: 1000,
-            keepalive_pool_size: 128,
+            keepalive_pool_size: 1024,
             resolve_interval_ms: 5000,
             dns_servers: Vec::new(),
         }

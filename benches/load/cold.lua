@@ -1,5 +1,6 @@
 -- wrk script: the finish call with a different valid token on every request (cold token path).
 --   TOKENS_FILE  one token per line (examples/mint_tokens.rs --cold-count N)
+--   TOKENS_START the line to start from (default 1), to reach past what earlier runs covered
 --   REQ_PATH     path and query (default: the documented finish call, XML, human)
 -- Prints how many requests were sent and how often the token list wrapped around: after a wrap
 -- the gateway may answer from its verified-token cache, so a run that wrapped is not all cold.
@@ -23,6 +24,8 @@ function init(args)
     end
   end
   n = #tokens
+  local start = tonumber(os.getenv("TOKENS_START") or "1") or 1
+  i = (start - 1) % math.max(n, 1)
   headers["Content-Type"] = "application/json"
 end
 

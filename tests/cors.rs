@@ -40,6 +40,16 @@ fn vary_has(resp: &reqwest::Response, value: &str) -> bool {
     })
 }
 
+/// The CORS headers that let the script on `APP` read an answer.
+fn assert_readable_by_app(resp: &reqwest::Response) {
+    assert_eq!(resp.headers()["access-control-allow-origin"], APP);
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"],
+        "x-request-id"
+    );
+    assert!(vary_has(resp, "Origin"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_allowed_preflight_is_answered_by_the_gateway_without_a_token() {
     let (service, _issuer, gateway) = started(&format!("[\"{APP}\"]")).await;
@@ -105,12 +115,7 @@ async fn every_answer_to_an_allowed_origin_carries_the_cors_headers() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["access-control-allow-origin"], APP);
-    assert_eq!(
-        resp.headers()["access-control-expose-headers"],
-        "x-request-id"
-    );
-    assert!(vary_has(&resp, "Origin"));
+    assert_readable_by_app(&resp);
     // The gateway's own 403 envelope: the script can read it.
     let resp = client()
         .put(gateway.url(&finish_path()))
@@ -170,12 +175,7 @@ async fn the_edges_own_refusals_carry_the_cors_headers_too() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 431);
-    assert_eq!(resp.headers()["access-control-allow-origin"], APP);
-    assert_eq!(
-        resp.headers()["access-control-expose-headers"],
-        "x-request-id"
-    );
-    assert!(vary_has(&resp, "Origin"));
+    assert_readable_by_app(&resp);
     // Another origin: no CORS headers on the refusal either.
     let resp = finish_call(&client(), gateway.url(&finish_path()), &token(&issuer))
         .header("origin", "https://evil.example")

@@ -198,16 +198,44 @@ impl Gateway {
     pub fn start_program(program: &str, config: &GatewayConfig, env: &[(&str, &str)]) -> Gateway {
         for _ in 0..5 {
             let mut gateway = Self::spawn_program(program, config, env);
-            match gateway.listening_or_exit() {
-                Ok(()) => {
-                    gateway.wait_keys_loaded();
-                    return gateway;
-                }
+            match gateway.ready_or_exit() {
+                Ok(()) => return gateway,
                 Err(stderr) if stderr.contains("in use") => continue,
                 Err(stderr) => panic!("gateway exited at start:\n{stderr}"),
             }
         }
         panic!("gateway found its ports taken on 5 starts in a row");
+    }
+
+    /// Waits until the proxy listener accepts and the admin listener reports a loaded key set,
+    /// watching the process all along: a port chosen free can be taken by another test binary
+    /// before the gateway binds it, and then a connect reaches that stranger while the gateway
+    /// exits "in use" (this made a CI run wait 20 s for keys and fail).
+    fn ready_or_exit(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((_, stderr)) = self.wait_exit(Duration::ZERO) {
+                return Err(stderr);
+            }
+            if TcpStream::connect(self.addr).is_ok() && self.keys_loaded() {
+                // Still ours: the process that answered has not exited since.
+                return match self.wait_exit(Duration::from_millis(50)) {
+                    Some((_, stderr)) => Err(stderr),
+                    None => Ok(()),
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway never listened with its key set loaded:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn keys_loaded(&self) -> bool {
+        let body = http_get_blocking(self.admin, "/readyz").unwrap_or_default();
+        body.starts_with("HTTP/1.1 ") && !body.contains("no key set")
     }
 
     /// Starts the gateway without waiting for anything.
@@ -301,18 +329,6 @@ impl Gateway {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    fn listening_or_exit(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.addr).is_err() {
-            if let Some((_, stderr)) = self.wait_exit(Duration::ZERO) {
-                return Err(stderr);
-            }
-            assert!(Instant::now() < deadline, "gateway did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
     pub fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.addr).is_err() {
@@ -328,14 +344,11 @@ impl Gateway {
     /// for lack of a healthy upstream).
     pub fn wait_keys_loaded(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let body = http_get_blocking(self.admin, "/readyz").unwrap_or_default();
-            if !body.contains("no key set") && !body.is_empty() {
-                return;
-            }
+        while !self.keys_loaded() {
             assert!(
                 Instant::now() < deadline,
-                "gateway never loaded its key set"
+                "gateway never loaded its key set:\n{}",
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
         }

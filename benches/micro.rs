@@ -12,6 +12,12 @@
 //!   the token read in place, so that its bytes miss the CPU caches too. `MICRO_CACHE_SIZES=1000,100000` skips the 10^6 fill
 //!   (about a minute on two cores).
 //!
+//! - `contention/*/N`: the structures every request shares across worker threads (the
+//!   verified-token cache on a hit, the key set behind its `ArcSwap`, the local rate limiter),
+//!   driven by N threads at once, each on its own keys; throughput is in elements (one element
+//!   = one operation), so the aggregate rate against N shows whether they contend. Beyond
+//!   the machine's cores the threads only share cores (this machine has 2).
+//!
 //! Keep runs short on small machines: `cargo bench --bench micro -- --warm-up-time 1
 //! --measurement-time 3`.
 #![allow(
@@ -23,7 +29,7 @@
 )]
 
 use std::hint::black_box;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jsonwebtoken::Algorithm;
@@ -381,6 +387,85 @@ fn rate_limit(c: &mut Criterion) {
     g.finish();
 }
 
+/// N threads hitting the shared structures at once, each on its own keys; one criterion
+/// iteration is one operation on every thread (Throughput::Elements(N)).
+fn contention(c: &mut Criterion) {
+    use std::sync::Barrier;
+    use upload_gateway::config::{RateKey, RateLimitSettings};
+    use upload_gateway::rate_limit::Limiter;
+    let now = now_s();
+    let key = SigningKey::generate(Algorithm::EdDSA, "ed").expect("key");
+    let keys = arc_swap::ArcSwap::from_pointee(key_set(&[&key]));
+    let tokens_per_thread = 64;
+    let headers = mint_headers(&key, 8 * tokens_per_thread, now);
+    let verifier = TokenVerifier::new(policy(), 10_000).expect("policy");
+    for h in &headers {
+        verifier.verify(&keys.load(), Some(h), now).expect("valid");
+    }
+    let metrics = upload_gateway::metrics::Metrics::new().expect("metrics");
+    let limiter = Limiter::new(
+        RateLimitSettings {
+            key: RateKey::Claim("sub".into()),
+            requests_per_second: 1_000_000_000,
+            burst: 1_000_000_000,
+            all_api_routes: false,
+            redis_url: None,
+        },
+        &metrics,
+    );
+    let subjects: Vec<String> = (0..8 * tokens_per_thread)
+        .map(|i| format!("u{i}"))
+        .collect();
+
+    // Runs `op(thread, i)` `iters` times on each of `threads` threads, started together;
+    // the wall time of the slowest is the batch's time.
+    fn parallel(threads: usize, iters: u64, op: &(dyn Fn(usize, usize) + Sync)) -> Duration {
+        let barrier = Barrier::new(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            op(t, i as usize);
+                        }
+                        start.elapsed()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("bench thread"))
+                .max()
+                .unwrap_or_default()
+        })
+    }
+
+    let mut g = c.benchmark_group("contention");
+    for threads in [1usize, 2, 4, 8] {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(format!("cache_hit+key_set/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, &|t, i| {
+                    let h = &headers[t * tokens_per_thread + i % tokens_per_thread];
+                    black_box(verifier.verify(&keys.load(), Some(h), now).is_ok());
+                })
+            });
+        });
+        g.bench_function(format!("rate_limit_local/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, &|t, i| {
+                    let subject = &subjects[t * tokens_per_thread + i % tokens_per_thread];
+                    black_box(limiter.check_local(subject).is_ok());
+                })
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     request_core,
@@ -388,6 +473,7 @@ criterion_group!(
     tokens,
     cache_hits,
     providers,
-    rate_limit
+    rate_limit,
+    contention
 );
 criterion_main!(benches);

@@ -1,8 +1,11 @@
 //! The verification keys of the identity provider, built from a JWKS document.
 //!
 //! A [`KeySet`] holds only keys the gateway may verify with: asymmetric (RSA of 2048 to 8192
-//! bits, EC P-256 / P-384, Ed25519), meant for signatures (`use`, `key_ops`), with a
-//! `DecodingKey` built once when the set is loaded, never per request. Every other key is
+//! bits, EC P-256 / P-384, Ed25519), meant for signatures (`use`, `key_ops`), each parsed
+//! once when the set is loaded into an aws-lc-rs `ParsedPublicKey` per algorithm it may verify,
+//! never per request. (jsonwebtoken 11's `decode` rebuilds the public key from its JWK
+//! components inside every verification, which for RSA means a new `EVP_PKEY` and Montgomery
+//! context per token: measured in BENCHMARKS.md, "Cold token".) Every other key is
 //! skipped with a reason the caller logs; one bad key never makes the whole document
 //! unusable. [`KeySet::select`] picks the key for a token by `kid` and makes sure it fits the
 //! token's `alg`, closing the traps jsonwebtoken leaves open (it never compares the JWK's
@@ -14,12 +17,14 @@ use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{
-    ParsedPublicKey, RsaPublicKeyComponents, ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED,
-    ED25519, RSA_PKCS1_2048_8192_SHA256,
+    ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P384_SHA384_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384,
+    RSA_PKCS1_2048_8192_SHA512, RSA_PSS_2048_8192_SHA256, RSA_PSS_2048_8192_SHA384,
+    RSA_PSS_2048_8192_SHA512,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde_json::{Map, Value};
 
 /// Smallest RSA modulus accepted, in bits (SPEC §4.4).
@@ -62,7 +67,9 @@ pub struct UsableKey {
     kid: Option<Arc<str>>,
     kind: KeyKind,
     alg: Option<Algorithm>,
-    decoding_key: DecodingKey,
+    /// The key parsed for each algorithm it fits (one for EC and Ed25519; for RSA the JWK's
+    /// `alg`, or all six RSA algorithms when it names none).
+    verifiers: Box<[(Algorithm, ParsedPublicKey)]>,
     thumbprint: [u8; 32],
 }
 
@@ -87,9 +94,13 @@ impl UsableKey {
         self.alg
     }
 
-    /// The prebuilt jsonwebtoken key.
-    pub fn decoding_key(&self) -> &DecodingKey {
-        &self.decoding_key
+    /// Whether `signature` is this key's signature of `message` under `alg`. False when the
+    /// key does not fit `alg` (see [`UsableKey::fits`]).
+    pub fn verifies(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(own, _)| *own == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 
     /// SHA-256 JWK thumbprint (RFC 7638 members, over the canonical base64url values):
@@ -383,17 +394,62 @@ fn usable_key(jwk: &Map<String, Value>) -> Result<UsableKey, SkipReason> {
         kid,
         kind: material.kind,
         alg,
-        decoding_key: material.decoding_key,
+        verifiers: material.verifiers(alg)?,
         thumbprint: thumbprint_bytes,
     })
 }
 
-/// The parsed public key of a JWK.
+/// The public key of a JWK, decoded.
 struct KeyMaterial {
     kind: KeyKind,
-    decoding_key: DecodingKey,
+    public: PublicKey,
     /// RFC 7638 JSON (required members, sorted, no whitespace).
     thumbprint_input: String,
+}
+
+/// An RSA key's components (parsed later, once per algorithm), or an EC or Ed25519 key
+/// already parsed for the one algorithm it verifies.
+enum PublicKey {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Single(Algorithm, ParsedPublicKey),
+}
+
+/// The RSA algorithms and their aws-lc-rs parameters (jsonwebtoken's own mapping).
+const RSA_ALGORITHMS: [(Algorithm, &RsaParameters); 6] = [
+    (Algorithm::RS256, &RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &RSA_PSS_2048_8192_SHA512),
+];
+
+impl KeyMaterial {
+    /// The key parsed for every algorithm it may verify (`alg`: the JWK's own, if any).
+    fn verifiers(
+        self,
+        alg: Option<Algorithm>,
+    ) -> Result<Box<[(Algorithm, ParsedPublicKey)]>, SkipReason> {
+        match self.public {
+            PublicKey::Rsa { n, e } => {
+                let components = RsaPublicKeyComponents {
+                    n: n.as_slice(),
+                    e: e.as_slice(),
+                };
+                RSA_ALGORITHMS
+                    .iter()
+                    .filter(|(rsa_alg, _)| alg.is_none_or(|own| own == *rsa_alg))
+                    .map(|(rsa_alg, params)| {
+                        components
+                            .to_parsed_public_key(params)
+                            .map(|key| (*rsa_alg, key))
+                            .map_err(|_| SkipReason::Malformed("RSA key rejected"))
+                    })
+                    .collect()
+            }
+            PublicKey::Single(only, key) => Ok(Box::new([(only, key)])),
+        }
+    }
 }
 
 fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
@@ -423,7 +479,10 @@ fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
         .map_err(|_| SkipReason::Malformed("RSA key rejected"))?;
     Ok(KeyMaterial {
         kind: KeyKind::Rsa { bits },
-        decoding_key: DecodingKey::from_rsa_raw_components(n, e),
+        public: PublicKey::Rsa {
+            n: n.to_vec(),
+            e: e.to_vec(),
+        },
         thumbprint_input: format!(
             r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(e),
@@ -434,9 +493,19 @@ fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
 
 fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
     let crv = optional_str(jwk, "crv")?.ok_or(SkipReason::Malformed("crv"))?;
-    let (kind, coordinate_len, verification) = match crv {
-        "P-256" => (KeyKind::EcP256, 32, &ECDSA_P256_SHA256_FIXED),
-        "P-384" => (KeyKind::EcP384, 48, &ECDSA_P384_SHA384_FIXED),
+    let (kind, alg, coordinate_len, verification) = match crv {
+        "P-256" => (
+            KeyKind::EcP256,
+            Algorithm::ES256,
+            32,
+            &ECDSA_P256_SHA256_FIXED,
+        ),
+        "P-384" => (
+            KeyKind::EcP384,
+            Algorithm::ES384,
+            48,
+            &ECDSA_P384_SHA384_FIXED,
+        ),
         _ => return Err(SkipReason::UnsupportedCurve),
     };
     let x = base64url_member(jwk, "x")?;
@@ -449,11 +518,11 @@ fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    ParsedPublicKey::new(verification, &point)
+    let parsed = ParsedPublicKey::new(verification, &point)
         .map_err(|_| SkipReason::Malformed("EC point not on the curve"))?;
     Ok(KeyMaterial {
         kind,
-        decoding_key: DecodingKey::from_ec_der(&point),
+        public: PublicKey::Single(alg, parsed),
         thumbprint_input: format!(
             r#"{{"crv":"{crv}","kty":"EC","x":"{}","y":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(&x),
@@ -471,12 +540,11 @@ fn okp_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, SkipReason> {
     if x.len() != 32 {
         return Err(SkipReason::Malformed("Ed25519 key length"));
     }
-    ParsedPublicKey::new(&ED25519, &x)
+    let parsed = ParsedPublicKey::new(&ED25519, &x)
         .map_err(|_| SkipReason::Malformed("Ed25519 key rejected"))?;
     Ok(KeyMaterial {
         kind: KeyKind::Ed25519,
-        // The raw 32-byte key, as DecodingKey::from_ed_components would store it.
-        decoding_key: DecodingKey::from_ed_der(&x),
+        public: PublicKey::Single(Algorithm::EdDSA, parsed),
         thumbprint_input: format!(
             r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(&x)
@@ -733,6 +801,36 @@ mod tests {
         }
         assert!(set.select(Some("rsa-1"), Algorithm::EdDSA).is_err());
         assert!(set.select(Some("rsa-1"), Algorithm::HS256).is_err());
+    }
+
+    /// The key is parsed once per algorithm at load: each of those parses verifies its own
+    /// algorithm's signatures, and no other algorithm's.
+    #[test]
+    fn rsa_jwk_without_alg_verifies_signatures_of_every_rsa_algorithm() {
+        use crate::demo::issuer_keys::mint_with_header;
+        let set = load_one(with(&keys().rsa.public_jwk, "alg", Value::Null)).unwrap();
+        let key = set.select(Some("rsa-1"), Algorithm::RS256).unwrap();
+        let claims = json!({ "sub": "s" });
+        for alg in AlgorithmFamily::Rsa.algorithms() {
+            let name = format!("{alg:?}");
+            let token = mint_with_header(&keys().rsa, &json!({ "alg": name }), &claims).unwrap();
+            let (input, signature) = token.rsplit_once('.').unwrap();
+            let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            assert!(key.verifies(*alg, input.as_bytes(), &signature), "{alg:?}");
+            let others = AlgorithmFamily::Rsa.algorithms().iter();
+            for other in others.filter(|other| *other != alg) {
+                assert!(
+                    !key.verifies(*other, input.as_bytes(), &signature),
+                    "{alg:?} as {other:?}"
+                );
+            }
+            assert!(!key.verifies(Algorithm::EdDSA, input.as_bytes(), &signature));
+            signature[10] ^= 1;
+            assert!(
+                !key.verifies(*alg, input.as_bytes(), &signature),
+                "{alg:?} altered"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Why a token was refused: one [`AuthError`] per reason, each with its metric label and its
 //! `WWW-Authenticate` error. `Display` never contains the token or any part of it.
 
-use jsonwebtoken::errors::ErrorKind;
-
 use super::MAX_TOKEN_BYTES;
 use crate::auth::keyset::KeyLookupError;
 
@@ -130,19 +128,5 @@ impl From<KeyLookupError> for AuthError {
             KeyLookupError::NoMatchingKey => AuthError::NoMatchingKey,
             KeyLookupError::AmbiguousKey => AuthError::AmbiguousKey,
         }
-    }
-}
-
-pub(super) fn decode_error(kind: &ErrorKind) -> AuthError {
-    match kind {
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
-        ErrorKind::InvalidKeyFormat
-        | ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey => AuthError::NoMatchingKey,
-        // Bad base64 or JSON in the payload or signature, claims that are not an object,
-        // or duplicate registered claims (jsonwebtoken refuses those).
-        _ => AuthError::Malformed,
     }
 }

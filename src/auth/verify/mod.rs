@@ -2,11 +2,16 @@
 //!
 //! [`TokenVerifier::verify`] takes the raw `Authorization` value, the current [`KeySet`] and
 //! the time, and either returns the [`VerifiedToken`] (with the identity headers already
-//! rendered) or the one reason it was refused. It closes the traps jsonwebtoken leaves open
-//! (SPEC §4.4): only asymmetric algorithms, the key must fit the token's `alg`, one
-//! `Validation` per algorithm family, `crit` refused, embedded keys (`jku`, `x5u`, `jwk`,
-//! `x5c`) never used, and every claim checked here against the caller's clock (`exp`
-//! required, `nbf`, `iat`, `iss`/`aud` required when configured, lifetime cap, scopes).
+//! rendered) or the one reason it was refused. It closes the traps JWT libraries leave open
+//! (SPEC §4.4): only asymmetric algorithms, the key must fit the token's `alg`, `crit`
+//! refused, embedded keys (`jku`, `x5u`, `jwk`, `x5c`) never used, a payload naming a member
+//! twice refused, and every claim checked here against the caller's clock (`exp` required,
+//! `nbf`, `iat`, `iss`/`aud` required when configured, lifetime cap, scopes).
+//!
+//! The JWS compact form is split and its header read here (jsonwebtoken cannot tell
+//! `alg: none` from garbage), and the signature is checked by aws-lc-rs with the key the set
+//! parsed once at load ([`super::keyset::UsableKey::verifies`]): jsonwebtoken's `decode`
+//! would rebuild the public key and parse the header and the claims again on every token.
 //! A verified token is cached by the SHA-256 of its text until it expires, so a repeated
 //! token costs a hash and a lookup; `exp` is still checked on every hit.
 //! It never logs, stores or displays the token itself, and never panics on hostile input.
@@ -16,7 +21,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use jsonwebtoken::AlgorithmFamily;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::UnitWeighter;
 use serde_json::{Map, Value};
@@ -36,8 +41,6 @@ use claims::{
     check_audience, check_scopes, check_time_window, header_text, numeric_date, TokenHeader,
     TokenTimes,
 };
-use error::decode_error;
-use policy::family_validation;
 
 pub use cache::CacheStats;
 pub use error::AuthError;
@@ -48,15 +51,11 @@ use token::{Texts, FIRST_HEADER, KEY_CLAIM, SUBJECT};
 /// Longest token accepted, in bytes; longer ones are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// One provider's policy with its jsonwebtoken validations (one per algorithm family, since
-/// jsonwebtoken refuses a Validation that mixes families).
+/// One provider's policy, checked.
 struct Checks {
     policy: AuthPolicy,
     /// `claims_to_headers` names, parsed once and shared by every token of the provider.
     header_names: Arc<[http::HeaderName]>,
-    rsa: Option<Validation>,
-    ec: Option<Validation>,
-    ed: Option<Validation>,
 }
 
 /// Verifies bearer tokens under one [`AuthPolicy`] per provider and caches the verified ones
@@ -104,9 +103,6 @@ fn checks(policy: AuthPolicy) -> Result<Checks, PolicyError> {
         .collect::<Result<Arc<[_]>, _>>()?;
     Ok(Checks {
         header_names,
-        rsa: family_validation(&policy.algorithms, AlgorithmFamily::Rsa),
-        ec: family_validation(&policy.algorithms, AlgorithmFamily::Ec),
-        ed: family_validation(&policy.algorithms, AlgorithmFamily::Ed),
         policy,
     })
 }
@@ -359,13 +355,14 @@ impl TokenVerifier {
         }
         // jku / x5u / jwk / x5c are never read: the key comes from the key set only.
         let key = keys.select(header.kid.as_deref(), alg)?;
-        let validation = checks
-            .validation_for(alg)
-            .ok_or(AuthError::AlgorithmNotAllowed)?;
-        let claims =
-            jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), validation)
-                .map_err(|error| decode_error(error.kind()))?
-                .claims;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthError::Malformed)?;
+        // The signing input is the token up to its last dot: header, '.', payload.
+        let signing_input = &token[..encoded_header.len() + 1 + payload.len()];
+        if !key.verifies(alg, signing_input, &signature) {
+            return Err(AuthError::BadSignature);
+        }
 
         // One reading of every claim: a payload naming a member twice is refused.
         let payload_json = URL_SAFE_NO_PAD
@@ -374,6 +371,8 @@ impl TokenVerifier {
         if claims::has_duplicate_members(&payload_json) {
             return Err(AuthError::Malformed);
         }
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&payload_json).map_err(|_| AuthError::Malformed)?;
         let times = checks.check_claims(&claims, now_s)?;
         let key_claim = checks
             .policy
@@ -408,15 +407,6 @@ impl TokenVerifier {
 }
 
 impl Checks {
-    fn validation_for(&self, alg: Algorithm) -> Option<&Validation> {
-        match alg.family() {
-            AlgorithmFamily::Rsa => self.rsa.as_ref(),
-            AlgorithmFamily::Ec => self.ec.as_ref(),
-            AlgorithmFamily::Ed => self.ed.as_ref(),
-            AlgorithmFamily::Hmac => None,
-        }
-    }
-
     /// Every claim check, in a fixed order so the reported reason is predictable; scopes
     /// last, since `insufficient_scope` is only meaningful for an otherwise valid token.
     fn check_claims(
@@ -496,6 +486,7 @@ mod tests {
     use crate::demo::issuer_keys::{
         encode_unsigned, encode_with, jwks_json, mint, mint_with_header, SigningKey,
     };
+    use jsonwebtoken::Algorithm;
 
     const NOW: u64 = 1_700_000_000;
     const ISSUER: &str = "https://idp.example.com/";

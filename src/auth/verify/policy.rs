@@ -1,7 +1,6 @@
-//! The token policy: what a token must satisfy, and why a policy cannot be used. One
-//! jsonwebtoken `Validation` per algorithm family, since jsonwebtoken refuses mixed families.
+//! The token policy: what a token must satisfy, and why a policy cannot be used.
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use jsonwebtoken::Algorithm;
 
 /// What a token must satisfy. Plain data built by the config layer; checked by
 /// [`TokenVerifier::new`].
@@ -45,28 +44,4 @@ pub enum PolicyError {
     /// A verifier for several providers was asked for with none.
     #[error("auth.providers is empty")]
     NoProvider,
-}
-
-pub(super) fn family_validation(
-    algorithms: &[Algorithm],
-    family: AlgorithmFamily,
-) -> Option<Validation> {
-    let in_family: Vec<Algorithm> = algorithms
-        .iter()
-        .copied()
-        .filter(|alg| alg.family() == family)
-        .collect();
-    if in_family.is_empty() {
-        return None;
-    }
-    // Signature and algorithm checks only: jsonwebtoken's claim checks read the system
-    // clock and pass absent iss/aud, so every claim is checked in `check_claims` instead.
-    let mut validation = Validation::new_for_family(family);
-    validation.algorithms = in_family;
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.leeway = 0;
-    Some(validation)
 }

@@ -9,6 +9,8 @@
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
+use super::node::Node;
+
 /// Removes, at every depth, the object keys whose value is null — including inside objects
 /// that are array elements. Null array elements themselves are kept (see the module docs).
 pub fn strip_nulls(value: &mut Value) {
@@ -25,49 +27,69 @@ pub fn strip_nulls(value: &mut Value) {
 /// Appends `value` as JSON to `out`, null keys included: compact, or pretty with `serde_json`'s
 /// `PrettyFormatter` (2-space indent, no trailing newline) when `human`.
 pub fn write_json(value: &Value, human: bool, out: &mut Vec<u8>) {
-    serialize(value, human, out);
+    write_node(&Node::from(value), human, true, out);
 }
 
 /// Appends `value` as JSON to `out` without the null-valued keys: the same bytes as
 /// [`strip_nulls`] followed by [`write_json`], without copying the document.
 pub fn write_json_skipping_null_keys(value: &Value, human: bool, out: &mut Vec<u8>) {
-    serialize(&WithoutNullKeys(value), human, out);
+    write_node(&Node::from(value), human, false, out);
 }
 
-fn serialize<T: Serialize + ?Sized>(value: &T, human: bool, out: &mut Vec<u8>) {
-    let result = if human {
-        value.serialize(&mut serde_json::Serializer::pretty(&mut *out))
-    } else {
-        value.serialize(&mut serde_json::Serializer::new(&mut *out))
+/// Appends `node` as JSON to `out`, its null-valued keys only when `keep_null_keys`.
+pub(crate) fn write_node(node: &Node<'_>, human: bool, keep_null_keys: bool, out: &mut Vec<u8>) {
+    let view = Json {
+        node,
+        keep_null_keys,
     };
-    // Cannot fail: a Vec sink never returns an I/O error, and a Value has only string keys and
+    let result = if human {
+        view.serialize(&mut serde_json::Serializer::pretty(&mut *out))
+    } else {
+        view.serialize(&mut serde_json::Serializer::new(&mut *out))
+    };
+    // Cannot fail: a Vec sink never returns an I/O error, and a Node has only string keys and
     // finite numbers. Nothing is left to report to the client if it ever did.
-    debug_assert!(result.is_ok(), "serializing a Value into a Vec failed");
+    debug_assert!(result.is_ok(), "serializing a document into a Vec failed");
 }
 
-/// A view of a document that serializes without its null-valued keys.
-struct WithoutNullKeys<'a>(&'a Value);
+/// A document serialized by serde_json (its escaping and pretty printing), optionally without
+/// its null-valued keys.
+struct Json<'n, 'a> {
+    node: &'n Node<'a>,
+    keep_null_keys: bool,
+}
 
-impl Serialize for WithoutNullKeys<'_> {
+impl Serialize for Json<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Object(map) => {
-                // Length unknown up front: serde_json only uses it to short-cut `{}`, which it
-                // also writes for an open-then-closed map, so the bytes are the same.
+        let child = |node| Json {
+            node,
+            keep_null_keys: self.keep_null_keys,
+        };
+        match self.node {
+            Node::Null => serializer.serialize_unit(),
+            Node::Bool(flag) => serializer.serialize_bool(*flag),
+            Node::Number(number) => number.serialize(serializer),
+            Node::String(text) => serializer.serialize_str(text),
+            Node::Object(members) => {
+                // Length unknown up front when nulls are left out: serde_json only uses it to
+                // short-cut `{}`, which it also writes for an open-then-closed map, so the
+                // bytes are the same.
                 let mut entries = serializer.serialize_map(None)?;
-                for (key, value) in map.iter().filter(|(_, v)| !v.is_null()) {
-                    entries.serialize_entry(key, &WithoutNullKeys(value))?;
+                for (key, value) in members
+                    .iter()
+                    .filter(|(_, value)| self.keep_null_keys || !value.is_null())
+                {
+                    entries.serialize_entry(key.as_ref(), &child(value))?;
                 }
                 entries.end()
             }
-            Value::Array(items) => {
+            Node::Array(items) => {
                 let mut elements = serializer.serialize_seq(Some(items.len()))?;
                 for item in items {
-                    elements.serialize_element(&WithoutNullKeys(item))?;
+                    elements.serialize_element(&child(item))?;
                 }
                 elements.end()
             }
-            scalar => scalar.serialize(serializer),
         }
     }
 }

@@ -7,9 +7,14 @@
 //! [`json`] and [`xml`] hold the two writers and the details of each mapping.
 
 pub mod json;
+pub mod node;
 pub mod xml;
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use node::Node;
 
 pub use crate::media::{RenderOptions, ResponseFormat};
 
@@ -27,13 +32,14 @@ pub fn render_value(value: &Value, opts: RenderOptions) -> Vec<u8> {
 
 /// Like [`render_value`], appending to `out` (for a caller that reuses a buffer).
 pub fn render_into(value: &Value, opts: RenderOptions, out: &mut Vec<u8>) {
-    match (opts.format, opts.show_null) {
-        (ResponseFormat::Json, true) => json::write_json(value, opts.human, out),
-        (ResponseFormat::Json, false) => {
-            json::write_json_skipping_null_keys(value, opts.human, out);
-        }
-        (ResponseFormat::Xml, true) => xml::write_xml(value, opts.human, out),
-        (ResponseFormat::Xml, false) => xml::write_xml_skipping_null_keys(value, opts.human, out),
+    render_node(&Node::from(value), opts, out);
+}
+
+/// The one dispatch on the options, for documents read from bytes and views of a `Value`.
+fn render_node(node: &Node<'_>, opts: RenderOptions, out: &mut Vec<u8>) {
+    match opts.format {
+        ResponseFormat::Json => json::write_node(node, opts.human, opts.show_null, out),
+        ResponseFormat::Xml => xml::write_document(node, opts.human, opts.show_null, out),
     }
 }
 
@@ -45,9 +51,10 @@ pub fn render_into(value: &Value, opts: RenderOptions, out: &mut Vec<u8>) {
 #[must_use]
 pub fn render_upstream_body(body: &[u8], opts: RenderOptions) -> Option<Vec<u8>> {
     let json = body.strip_prefix(UTF8_BOM).unwrap_or(body);
-    let value: Value = serde_json::from_slice(json).ok()?;
+    // Read as a borrowed document: the same reading as `Value`, without copying the strings.
+    let node: Node<'_> = serde_json::from_slice(json).ok()?;
     let mut out = Vec::with_capacity(capacity_hint(json.len(), opts));
-    render_into(&value, opts, &mut out);
+    render_node(&node, opts, &mut out);
     Some(out)
 }
 
@@ -71,12 +78,20 @@ pub fn render_error_envelope(
     error_message: &str,
     opts: RenderOptions,
 ) -> Vec<u8> {
-    let mut fields = Map::with_capacity(2);
-    fields.insert("error_code".to_owned(), Value::from(error_code));
-    fields.insert("error_message".to_owned(), Value::from(error_message));
-    let mut envelope = Map::with_capacity(1);
-    envelope.insert("error".to_owned(), Value::Object(fields));
-    render_value(&Value::Object(envelope), opts)
+    let fields = Node::Object(vec![
+        (
+            Cow::Borrowed("error_code"),
+            Node::String(Cow::Borrowed(error_code)),
+        ),
+        (
+            Cow::Borrowed("error_message"),
+            Node::String(Cow::Borrowed(error_message)),
+        ),
+    ]);
+    let envelope = Node::Object(vec![(Cow::Borrowed("error"), fields)]);
+    let mut out = Vec::with_capacity(256);
+    render_node(&envelope, opts, &mut out);
+    out
 }
 
 /// A first buffer size that the usual response fills without growing: XML repeats every key

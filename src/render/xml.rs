@@ -28,6 +28,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::node::Node;
+
 const DECLARATION: &[u8] = br#"<?xml version="1.0" encoding="UTF-8"?>"#;
 const XSI_NAMESPACE: &[u8] = br#" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance""#;
 const NIL: &[u8] = br#" xsi:nil="true"/>"#;
@@ -37,14 +39,14 @@ const REPLACEMENT_CHARACTER: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Appends `value` as an XML document to `out`, null keys included (rendered as `xsi:nil`).
 pub fn write_xml(value: &Value, human: bool, out: &mut Vec<u8>) {
-    write_document(value, human, true, out);
+    write_document(&Node::from(value), human, true, out);
 }
 
 /// Appends `value` as an XML document to `out` without the null-valued keys: the same bytes as
 /// [`crate::render::json::strip_nulls`] followed by [`write_xml`], without copying the
 /// document. Null array elements are kept and render as `<item xsi:nil="true"/>`.
 pub fn write_xml_skipping_null_keys(value: &Value, human: bool, out: &mut Vec<u8>) {
-    write_document(value, human, false, out);
+    write_document(&Node::from(value), human, false, out);
 }
 
 /// The element name a JSON key is written as: the key itself when it is already an XML 1.0
@@ -81,7 +83,14 @@ pub fn element_name(key: &str) -> Cow<'_, str> {
     Cow::Owned(name)
 }
 
-fn write_document(value: &Value, human: bool, keep_null_keys: bool, out: &mut Vec<u8>) {
+/// Appends `value` as an XML document to `out`, its null-valued keys only when
+/// `keep_null_keys`.
+pub(crate) fn write_document(
+    value: &Node<'_>,
+    human: bool,
+    keep_null_keys: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(DECLARATION);
     if human {
         out.push(b'\n');
@@ -97,8 +106,8 @@ fn write_document(value: &Value, human: bool, keep_null_keys: bool, out: &mut Ve
 }
 
 /// The root element's name and the value it holds.
-fn root_of(value: &Value, keep_null_keys: bool) -> (Cow<'_, str>, &Value) {
-    if let Value::Object(map) = value {
+fn root_of<'n, 'a>(value: &'n Node<'a>, keep_null_keys: bool) -> (Cow<'n, str>, &'n Node<'a>) {
+    if let Node::Object(map) = value {
         let mut rendered = map.iter().filter(|(_, v)| keep_null_keys || !v.is_null());
         if let (Some((key, only)), None) = (rendered.next(), rendered.next()) {
             return (element_name(key), only);
@@ -108,15 +117,15 @@ fn root_of(value: &Value, keep_null_keys: bool) -> (Cow<'_, str>, &Value) {
 }
 
 /// Whether rendering `value` writes at least one `xsi:nil`, so the root must declare `xsi`.
-fn renders_nil(value: &Value, keep_null_keys: bool) -> bool {
+fn renders_nil(value: &Node<'_>, keep_null_keys: bool) -> bool {
     match value {
-        Value::Null => true,
-        Value::Array(items) => items.iter().any(|v| renders_nil(v, keep_null_keys)),
-        Value::Object(map) => map.values().any(|v| match v {
-            Value::Null => keep_null_keys,
+        Node::Null => true,
+        Node::Array(items) => items.iter().any(|v| renders_nil(v, keep_null_keys)),
+        Node::Object(map) => map.iter().any(|(_, v)| match v {
+            Node::Null => keep_null_keys,
             other => renders_nil(other, keep_null_keys),
         }),
-        Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
+        Node::Bool(_) | Node::Number(_) | Node::String(_) => false,
     }
 }
 
@@ -128,7 +137,7 @@ struct XmlWriter<'o> {
 
 impl XmlWriter<'_> {
     /// Writes one element holding `value`; `depth` 0 is the root.
-    fn element(&mut self, name: &str, value: &Value, depth: usize, declare_xsi: bool) {
+    fn element(&mut self, name: &str, value: &Node<'_>, depth: usize, declare_xsi: bool) {
         if depth > 0 {
             self.line_break(depth);
         }
@@ -138,28 +147,28 @@ impl XmlWriter<'_> {
             self.out.extend_from_slice(XSI_NAMESPACE);
         }
         match value {
-            Value::Null => self.out.extend_from_slice(NIL),
-            Value::Bool(flag) => {
+            Node::Null => self.out.extend_from_slice(NIL),
+            Node::Bool(flag) => {
                 self.out.push(b'>');
                 self.out
                     .extend_from_slice(if *flag { b"true" } else { b"false" });
                 self.end_tag(name);
             }
-            Value::Number(number) => {
+            Node::Number(number) => {
                 self.out.push(b'>');
                 // Display is serde_json's own JSON spelling of the number; numbers need no
                 // escaping. A Vec sink cannot fail, so there is no error to handle.
                 let _ = std::io::Write::write_fmt(self.out, format_args!("{number}"));
                 self.end_tag(name);
             }
-            Value::String(text) if text.is_empty() => self.out.extend_from_slice(b"/>"),
-            Value::String(text) => {
+            Node::String(text) if text.is_empty() => self.out.extend_from_slice(b"/>"),
+            Node::String(text) => {
                 self.out.push(b'>');
                 write_text(self.out, text);
                 self.end_tag(name);
             }
-            Value::Array(items) if items.is_empty() => self.out.extend_from_slice(b"/>"),
-            Value::Array(items) => {
+            Node::Array(items) if items.is_empty() => self.out.extend_from_slice(b"/>"),
+            Node::Array(items) => {
                 self.out.push(b'>');
                 for item in items {
                     self.element(ARRAY_ITEM, item, depth + 1, false);
@@ -167,7 +176,7 @@ impl XmlWriter<'_> {
                 self.line_break(depth);
                 self.end_tag(name);
             }
-            Value::Object(map) => {
+            Node::Object(map) => {
                 // Whether any child is rendered is only known while iterating, so the start
                 // tag is closed lazily instead of scanning the map twice.
                 let mut open = false;

@@ -360,6 +360,7 @@ fn rate_limit(c: &mut Criterion) {
             all_api_routes: false,
             redis_url: None,
         },
+        &[ISSUER],
         &metrics,
     );
     let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
@@ -411,6 +412,7 @@ fn contention(c: &mut Criterion) {
             all_api_routes: false,
             redis_url: None,
         },
+        &[ISSUER],
         &metrics,
     );
     let subjects: Vec<String> = (0..8 * tokens_per_thread)

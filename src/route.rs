@@ -53,6 +53,19 @@ pub fn classify(api: &ApiSettings, is_put: bool, target: &[u8]) -> Route {
         Some(end) => &target[..end],
         None => target,
     };
+    // RFC 9112 §3.2: a request target is a path rooted at `/`, `*` (OPTIONS), or the absolute
+    // form. Anything else (`v1/...`, `%20/v1/...` from `PUT  /v1/...`, `\\v1/...`) is read
+    // differently by every upstream (rooted, decoded and trimmed, or refused): never forwarded,
+    // whatever it might name (found by a black-box attack: a double space after the method
+    // took a finish call around validation and the rate limit).
+    let well_formed = match path.first() {
+        Some(b'/') => true,
+        Some(b'*') => path.len() == 1,
+        _ => path.windows(3).any(|w| w == b"://"),
+    };
+    if !well_formed {
+        return Route::Ambiguous;
+    }
     let prefix = api.path_prefix.as_bytes();
     let reading = normalise(path);
     if reading.tricky {
@@ -341,7 +354,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_not_rooted_at_a_slash_are_read_as_rooted() {
+    fn targets_not_rooted_at_a_slash_are_refused_wherever_they_point() {
         let api = crate::config::Config::from_toml(
             "[upstream]\nservers = [\"127.0.0.1:1\"]\n[auth]\njwks_file = \"k.json\"\n",
         )
@@ -355,6 +368,12 @@ mod tests {
             format!("/v1/files/uploads/{id}\r\n"),
             format!("\tv1/files/uploads/{id}"),
             format!("/v1%09/files/uploads/{id}"),
+            format!(" /v1/files/uploads/{id}"),
+            format!("%20/v1/files/uploads/{id}"),
+            format!("%2Fv1/files/uploads/{id}"),
+            "elsewhere/x".to_owned(),
+            "%20/static/a".to_owned(),
+            String::new(),
         ] {
             assert_eq!(
                 classify(&api, true, target.as_bytes()),
@@ -363,7 +382,7 @@ mod tests {
             );
         }
         assert_eq!(classify(&api, true, b"*"), Route::Other);
-        assert_eq!(classify(&api, true, b"elsewhere/x"), Route::Other);
+        assert_eq!(classify(&api, true, b"/elsewhere/x"), Route::Other);
         assert_eq!(
             classify(
                 &api,

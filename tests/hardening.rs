@@ -184,8 +184,8 @@ async fn assert_targets_refused_before_the_upstream(targets: impl Fn(&str) -> Ve
 }
 
 /// Targets not rooted at `/`, and tabs or line breaks inside one, which URL parsers drop: a
-/// lenient upstream reads them as the finish route (found by a black-box attack: they went
-/// upstream unvalidated).
+/// lenient upstream reads them as the finish route (found by black-box attacks: they went
+/// upstream unvalidated; the last three are `PUT  /v1/...`, a double space after the method).
 #[tokio::test(flavor = "multi_thread")]
 async fn targets_not_rooted_at_a_slash_never_carry_an_unvalidated_finish_body_upstream() {
     assert_targets_refused_before_the_upstream(|id| {
@@ -194,6 +194,9 @@ async fn targets_not_rooted_at_a_slash_never_carry_an_unvalidated_finish_body_up
             format!("v1/files/uploads/{id}"),
             format!("/v1\t/files/uploads/{id}"),
             format!("\\V1\\files\\uploads\\{id}"),
+            format!(" /v1/files/uploads/{id}"),
+            format!("  /v1/files/uploads/{id}"),
+            format!("%20/v1/files/uploads/{id}"),
         ]
     })
     .await;

@@ -155,3 +155,95 @@ fn check_refuses_bad_values() {
         assert!(stderr.contains(key), "{extra}: {stderr}");
     }
 }
+
+/// `sub` is unique within one issuer only: with two providers, the same `sub` from each is two
+/// callers with a bucket each (found by a black-box attack: a partner's "alice" drained the
+/// corp's "alice").
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_subject_from_two_providers_has_two_buckets() {
+    let service = upload_service().await;
+    let corp = common::issuer_with(vec![common::rsa_key("corp-1")], 300).await;
+    let partner = common::issuer_with(vec![common::rsa_key("partner-1")], 300).await;
+    let table = |name: &str, issuer: &upload_gateway::demo::issuer::Issuer| {
+        format!(
+            "[[auth.providers]]\nname = \"{name}\"\nissuer = \"{}\"\njwks_url = \"{}\"\n\
+             audiences = [\"{AUDIENCE}\"]\n",
+            issuer.issuer,
+            issuer.jwks_url()
+        )
+    };
+    let mut config = GatewayConfig::new(vec![service.addr()], &corp).with_providers(&format!(
+        "{}{}",
+        table("corp", &corp),
+        table("partner", &partner)
+    ));
+    config.extra_tail = Some(
+        "[rate_limit]\nenabled = true\nkey = \"sub\"\nrequests_per_second = 1\nburst = 2\n".into(),
+    );
+    let gateway = Gateway::start(&config);
+    let corp_alice = corp.mint(&corp.claims("alice", AUDIENCE, 3600)).unwrap();
+    let partner_alice = partner
+        .mint(&partner.claims("alice", AUDIENCE, 3600))
+        .unwrap();
+    let status = |token: String| {
+        let url = gateway.url(&finish_path());
+        async move {
+            finish_call(&client(), url, &token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(status(corp_alice.clone()).await, 200);
+    }
+    assert_eq!(status(corp_alice.clone()).await, 429);
+    for _ in 0..2 {
+        assert_eq!(status(partner_alice.clone()).await, 200, "partner's alice");
+    }
+    assert_eq!(status(partner_alice.clone()).await, 429);
+}
+
+/// With `routes = "api"`, requests without a token (a public path under the prefix) are
+/// limited by address, not in the bucket of tokens that lack the claim (found by a black-box
+/// attack: anonymous requests locked every such token out).
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_requests_never_drain_the_bucket_of_tokens_without_the_claim() {
+    let service = upload_service().await;
+    let issuer = issuer().await;
+    let mut config = GatewayConfig::new(vec![service.addr()], &issuer)
+        .with("auth", "public_paths = [\"/v1/status\"]");
+    config.extra_tail = Some(
+        "[rate_limit]\nenabled = true\nkey = \"tenant\"\nrequests_per_second = 1\nburst = 2\n\
+         routes = \"api\"\n"
+            .into(),
+    );
+    let gateway = Gateway::start(&config);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = client()
+            .get(gateway.url("/v1/status"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    // The token has no `tenant` claim: its bucket is untouched by the anonymous requests.
+    let token = issuer
+        .mint(&issuer.claims("alice", AUDIENCE, 3600))
+        .unwrap();
+    for _ in 0..2 {
+        let resp = finish_call(&client(), gateway.url(&finish_path()), &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}

@@ -69,6 +69,13 @@ async fn wait_backend_error(gateway: &Gateway) {
 }
 
 /// Sends `n` finish calls for `subject`, round robin over `gateways`; the statuses in order.
+/// The Redis key of `subject`'s bucket: the claim's name and the provider's issuer, each
+/// length-prefixed, then the value.
+fn bucket(issuer: &Issuer, subject: &str) -> String {
+    let iss = &issuer.issuer;
+    format!("upload-gateway:rate:3:sub{}:{iss}{subject}", iss.len())
+}
+
 async fn calls(gateways: &[&Gateway], issuer: &Issuer, subject: &str, n: usize) -> Vec<u16> {
     let token = issuer
         .mint(&issuer.claims(subject, AUDIENCE, 3600))
@@ -114,7 +121,7 @@ async fn one_instance_keeps_its_buckets_in_redis() {
     assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
     assert_eq!(
         redis.keys("upload-gateway:rate:"),
-        vec!["upload-gateway:rate:alice".to_owned()],
+        vec![bucket(&issuer, "alice")],
         "the bucket is not in Redis"
     );
     assert_eq!(metric(&gateway, "rate_limit_backend_errors_total").await, 0);
@@ -187,7 +194,7 @@ async fn redis_killed_mid_test_falls_back_to_the_local_limit_and_comes_back() {
     assert_eq!(statuses, vec![200]);
     assert_eq!(
         redis.keys("upload-gateway:rate:"),
-        vec!["upload-gateway:rate:dave".to_owned()]
+        vec![bucket(&issuer, "dave")]
     );
 }
 
@@ -232,7 +239,7 @@ async fn redis_absent_from_the_start_leaves_the_limit_local_until_it_appears() {
     calls(&[&gateway], &issuer, "grace", 1).await;
     assert_eq!(
         redis.keys("upload-gateway:rate:"),
-        vec!["upload-gateway:rate:grace".to_owned()]
+        vec![bucket(&issuer, "grace")]
     );
 }
 

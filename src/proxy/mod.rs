@@ -68,10 +68,15 @@ impl UploadApi {
         metrics: Arc<Metrics>,
         connector: Connector,
     ) -> Self {
-        let limiter = config
-            .rate_limit
-            .clone()
-            .map(|settings| crate::rate_limit::Limiter::new(settings, &metrics));
+        let limiter = config.rate_limit.clone().map(|settings| {
+            let providers: Vec<&str> = config
+                .auth
+                .providers
+                .iter()
+                .map(|p| p.issuer.as_deref().unwrap_or(&p.name))
+                .collect();
+            crate::rate_limit::Limiter::new(settings, &providers, &metrics)
+        });
         let spans = config
             .observability
             .otlp_endpoint

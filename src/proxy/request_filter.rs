@@ -121,12 +121,12 @@ async fn decide(
     if let Some(limiter) = &api.limiter {
         let is_finish = matches!(ctx.route, Route::FinishUpload | Route::FinishUploadBadId);
         if limiter.applies(is_finish, ctx.route.is_api()) {
-            let claim = ctx.token.as_ref().and_then(|t| t.key_claim());
+            let token = ctx.token.as_ref().map(|t| (t.provider(), t.key_claim()));
             let peer = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
-            if let Err(wait) = limiter.check(&limiter.key(claim, peer)).await {
+            if let Err(wait) = limiter.check(&limiter.key(token, peer)).await {
                 return Err(GatewayError::RateLimited {
                     retry_after_s: crate::rate_limit::Limiter::retry_after_s(wait),
                 });

@@ -2,7 +2,10 @@
 //! per key. Each instance has its own, from the `governor` crate (keyed state in a concurrent
 //! map); with `redis_url` the buckets live in Redis and every instance shares them
 //! ([`shared`]), the local ones standing in whenever Redis is down or slow. Checked after
-//! authentication and before the body is read, so a refused token costs no budget. Local keys
+//! authentication and before the body is read, so a refused token costs no budget. A claim's
+//! bucket belongs to its identity provider (`sub` is unique only within one issuer), and a
+//! request without a token (a public path, with `routes = "api"`) is limited by its address,
+//! never in the bucket of tokens without the claim. Local keys
 //! that have not been seen for a while are dropped now and then, so the map stays as large as
 //! the set of active callers.
 
@@ -32,6 +35,8 @@ pub struct Limiter {
     buckets: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
     settings: RateLimitSettings,
+    /// Per identity provider (by index): the key prefix of its tokens' buckets.
+    token_prefixes: Vec<String>,
     checks: AtomicU64,
     shared: Option<Arc<Backend>>,
 }
@@ -39,8 +44,10 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter for `settings`. With a `redis_url`, the limit is shared once
     /// [`shared::BackendService`] (over [`Limiter::backend`]) runs on the same server; until
-    /// then, and whenever Redis fails, it is local.
-    pub fn new(settings: RateLimitSettings, metrics: &Metrics) -> Self {
+    /// then, and whenever Redis fails, it is local. `providers` names each identity provider
+    /// (by index) in a way every instance sharing the Redis agrees on: its issuer, or its name
+    /// when it has none.
+    pub fn new(settings: RateLimitSettings, providers: &[&str], metrics: &Metrics) -> Self {
         let per_second = NonZeroU32::new(settings.requests_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(per_second).allow_burst(burst);
@@ -53,10 +60,19 @@ impl Limiter {
                 metrics.rate_limit_backend_up.clone(),
             ))
         });
+        // Length-prefixed parts, so no claim value can reach another provider's or claim's key.
+        let token_prefixes = match &settings.key {
+            RateKey::Claim(claim) => providers
+                .iter()
+                .map(|provider| format!("{}:{claim}{}:{provider}", claim.len(), provider.len()))
+                .collect(),
+            RateKey::Ip => Vec::new(),
+        };
         Self {
             buckets: RateLimiter::keyed(quota),
             clock: DefaultClock::default(),
             settings,
+            token_prefixes,
             checks: AtomicU64::new(0),
             shared,
         }
@@ -76,12 +92,20 @@ impl Limiter {
         }
     }
 
-    /// The key of a request: the verified claim's value (the shared no-claim bucket without
-    /// it), or the TCP peer's address.
-    pub fn key(&self, claim: Option<&str>, peer: Option<IpAddr>) -> String {
-        match &self.settings.key {
-            RateKey::Claim(_) => claim.unwrap_or(NO_CLAIM_KEY).to_owned(),
-            RateKey::Ip => peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+    /// The key of a request. Keyed on a claim: with a verified token (`token`: its provider's
+    /// index and the claim's value), the claim's value within its provider (the provider's
+    /// no-claim bucket when the token lacks it); without a token, the TCP peer's address.
+    /// Keyed on `ip`: the TCP peer's address.
+    pub fn key(&self, token: Option<(usize, Option<&str>)>, peer: Option<IpAddr>) -> String {
+        match (token, self.token_prefixes.is_empty()) {
+            (Some((provider, claim)), false) => {
+                let prefix = self.token_prefixes.get(provider).map_or("", String::as_str);
+                format!("{prefix}{}", claim.unwrap_or(NO_CLAIM_KEY))
+            }
+            _ => match peer {
+                Some(ip) => format!("ip:{ip}"),
+                None => "ip:unknown".to_owned(),
+            },
         }
     }
 
@@ -116,18 +140,23 @@ impl Limiter {
 mod tests {
     use super::*;
 
-    fn limiter(rps: u32, burst: u32) -> Limiter {
+    fn limiter_on(key: RateKey, rps: u32, burst: u32) -> Limiter {
         let metrics = Metrics::new().expect("metrics");
         Limiter::new(
             RateLimitSettings {
-                key: RateKey::Claim("sub".into()),
+                key,
                 requests_per_second: rps,
                 burst,
                 all_api_routes: false,
                 redis_url: None,
             },
+            &["https://idp.example/", "https://partner.example/"],
             &metrics,
         )
+    }
+
+    fn limiter(rps: u32, burst: u32) -> Limiter {
+        limiter_on(RateKey::Claim("sub".into()), rps, burst)
     }
 
     #[test]
@@ -149,9 +178,49 @@ mod tests {
     #[test]
     fn tokens_without_the_claim_share_one_bucket() {
         let l = limiter(1, 1);
-        assert_eq!(l.key(None, None), NO_CLAIM_KEY);
-        assert!(l.check_local(&l.key(None, None)).is_ok());
-        assert!(l.check_local(&l.key(None, None)).is_err());
-        assert_eq!(l.key(Some("alice"), None), "alice");
+        let no_claim = l.key(Some((0, None)), None);
+        assert!(no_claim.ends_with(NO_CLAIM_KEY), "{no_claim:?}");
+        assert!(l.check_local(&no_claim).is_ok());
+        assert!(l.check_local(&l.key(Some((0, None)), None)).is_err());
+        assert!(l
+            .check_local(&l.key(Some((0, Some("alice"))), None))
+            .is_ok());
+    }
+
+    /// `sub` is unique within one issuer only: the same value from two providers is two
+    /// callers (found by a black-box attack: one drained the other's budget).
+    #[test]
+    fn the_same_claim_from_two_providers_has_two_buckets() {
+        let l = limiter(1, 1);
+        let corp = l.key(Some((0, Some("alice"))), None);
+        let partner = l.key(Some((1, Some("alice"))), None);
+        assert_ne!(corp, partner);
+        assert!(l.check_local(&corp).is_ok());
+        assert!(l.check_local(&partner).is_ok());
+        assert!(l.check_local(&corp).is_err());
+    }
+
+    /// A request without a token (a public path under `routes = "api"`) is limited by its
+    /// address, never in the bucket of tokens that lack the claim (found by a black-box
+    /// attack: anonymous requests locked those tokens out), and no claim value can name an
+    /// address's bucket.
+    #[test]
+    fn requests_without_a_token_are_limited_by_address_apart_from_tokens() {
+        let l = limiter(1, 1);
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let anonymous = l.key(None, Some(peer));
+        assert!(l.check_local(&anonymous).is_ok());
+        assert!(l.check_local(&l.key(None, Some(peer))).is_err());
+        assert!(l.check_local(&l.key(Some((0, None)), Some(peer))).is_ok());
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        assert!(l.check_local(&l.key(None, Some(other))).is_ok());
+        for claim in [anonymous.as_str(), "192.0.2.7", "ip:192.0.2.7"] {
+            assert_ne!(l.key(Some((0, Some(claim))), Some(peer)), anonymous);
+        }
+        let by_ip = limiter_on(RateKey::Ip, 1, 1);
+        assert_eq!(
+            by_ip.key(Some((1, Some("alice"))), Some(peer)),
+            by_ip.key(None, Some(peer))
+        );
     }
 }

@@ -72,6 +72,22 @@ impl CorsPolicy {
                 })?);
             }
         }
+        // `*` would be a wildcard to a browser (never for `Authorization`) but matches only
+        // itself here: every real preflight would be refused. Refused, to be listed instead.
+        for (key, list) in [
+            ("cors.allowed_methods", methods),
+            ("cors.allowed_headers", headers),
+            ("cors.expose_headers", expose),
+        ] {
+            if list.iter().any(|item| item.trim() == "*") {
+                return Err((
+                    key,
+                    "\"*\" is not supported here: list each name (a browser never lets \"*\" \
+                     cover Authorization)"
+                        .to_owned(),
+                ));
+            }
+        }
         let mut parsed_methods = Vec::new();
         for name in methods {
             let method = Method::from_bytes(name.to_ascii_uppercase().as_bytes())
@@ -314,5 +330,24 @@ mod tests {
             "cors.allowed_methods"
         );
         assert!(CorsPolicy::new(&[], &[], &[], &[], 1).unwrap().is_none());
+    }
+
+    /// `*` matched only itself, so `allowed_headers = ["*"]` refused every real preflight
+    /// (found by a black-box attack): refused by check in each list.
+    #[test]
+    fn a_wildcard_method_or_header_list_is_refused() {
+        let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let origins = list(&["https://a"]);
+        let get = list(&["GET"]);
+        let star = list(&["*"]);
+        let err = |methods: &[String], headers: &[String], expose: &[String]| {
+            CorsPolicy::new(&origins, methods, headers, expose, 1)
+                .err()
+                .map(|(key, _)| key)
+        };
+        assert_eq!(err(&star, &[], &[]), Some("cors.allowed_methods"));
+        assert_eq!(err(&get, &star, &[]), Some("cors.allowed_headers"));
+        assert_eq!(err(&get, &[], &star), Some("cors.expose_headers"));
+        assert_eq!(err(&get, &list(&["authorization"]), &[]), None);
     }
 }

@@ -7,6 +7,9 @@
 //! Written by hand: the header is four fixed-width hex fields, and the `opentelemetry`
 //! propagator works on its own `Context` type, which the request path has no other use for.
 
+/// The trace flags W3C defines: sampled (bit 0) and random trace id (bit 1, Level 2).
+const KNOWN_FLAGS: u8 = 0x03;
+
 /// A request's place in a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -34,7 +37,9 @@ impl TraceContext {
                 trace_id,
                 parent_span_id: Some(parent),
                 span_id,
-                flags,
+                // Only the flags W3C defines (sampled; random, Level 2) are passed on: the
+                // others are reserved and set to zero when propagating.
+                flags: flags & KNOWN_FLAGS,
             };
         }
         let trace_id = loop {
@@ -182,6 +187,22 @@ mod tests {
             );
             assert_ne!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
             assert_eq!(ctx.flags, 1);
+        }
+    }
+
+    /// Found by a black-box attack: `ff` went upstream as `ff`.
+    #[test]
+    fn reserved_flags_are_zeroed_when_propagating() {
+        for (given, sent) in [
+            ("ff", "03"),
+            ("01", "01"),
+            ("00", "00"),
+            ("fd", "01"),
+            ("02", "02"),
+        ] {
+            let header = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{given}");
+            let ctx = TraceContext::from_header(Some(header.as_bytes()), counter());
+            assert!(ctx.traceparent().ends_with(&format!("-{sent}")), "{given}");
         }
     }
 

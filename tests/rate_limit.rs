@@ -138,6 +138,8 @@ fn check_refuses_bad_values() {
         ("routes = \"everything\"", "rate_limit.routes"),
         ("burst = 0", "rate_limit.burst"),
         ("key = \"\"", "rate_limit.key"),
+        // Found by a black-box attack: "ip " silently became a claim nobody has.
+        ("key = \"ip \"", "rate_limit.key"),
     ] {
         let path = dir.path().join("gw.toml");
         std::fs::write(

@@ -897,6 +897,15 @@ impl file::FileRateLimit {
                 ))
             }
             "ip" => settings::RateKey::Ip,
+            // `"ip "` would silently key every token on a claim nobody has.
+            claim if claim.trim() != claim || claim.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "rate_limit.key",
+                    format!(
+                        "{claim:?} has spaces or control characters: a claim's name, or \"ip\""
+                    ),
+                ))
+            }
             claim => settings::RateKey::Claim(claim.to_owned()),
         };
         let all_api_routes = match self.routes.as_str() {
@@ -1005,7 +1014,14 @@ fn otlp_base_url(endpoint: &str) -> Result<String, ConfigError> {
             "must not have a query or a fragment (spans are POSTed to {endpoint}/v1/traces)",
         ));
     }
-    Ok(endpoint.trim_end_matches('/').to_owned())
+    let base = endpoint.trim_end_matches('/');
+    if base.ends_with("/v1/traces") {
+        return Err(invalid(
+            KEY,
+            "is the base URL: spans go to {endpoint}/v1/traces, so leave /v1/traces out",
+        ));
+    }
+    Ok(base.to_owned())
 }
 
 #[cfg(test)]
@@ -1033,6 +1049,9 @@ mod tests {
             "http://collector:4318/?x=1",
             "http://collector:4318/#f",
             "not a url",
+            // Spans would go to /v1/traces/v1/traces (found by a black-box attack).
+            "http://collector:4318/v1/traces",
+            "http://collector:4318/v1/traces/",
         ] {
             assert!(super::otlp_base_url(bad).is_err(), "{bad}");
         }

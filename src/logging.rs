@@ -80,6 +80,47 @@ fn log_level(level: Option<tracing::level_filters::LevelFilter>) -> log::LevelFi
     }
 }
 
+/// A warning that repeats while a dependency stays down (Redis, the OTLP collector) is written
+/// at most once a minute: [`Throttle::ready`] says whether this one may be.
+#[derive(Debug)]
+pub struct Throttle {
+    epoch: std::time::Instant,
+    /// Milliseconds after `epoch` of the last warning, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// How long a warning keeps the next one quiet.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// A throttle that lets its first warning through.
+    pub fn new() -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a warning may be written now (then the next minute's are not).
+    pub fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now - last < Self::EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +131,14 @@ mod tests {
             subscriber,
             || tracing::enabled!(target: "access", Level::INFO),
         )
+    }
+
+    #[test]
+    fn a_throttle_lets_one_warning_through_per_minute() {
+        let throttle = Throttle::new();
+        assert!(throttle.ready());
+        assert!(!throttle.ready());
+        assert!(!throttle.ready());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub rate_limit_backend_errors: IntCounter,
     /// 1 while the rate limit's Redis answers (the shared limit applies), else 0.
     pub rate_limit_backend_up: IntGauge,
+    /// Spans the OTLP exporter failed to deliver.
+    pub otlp_export_errors: IntCounter,
     /// Upstream names that failed to resolve (each failed attempt).
     pub upstream_resolve_errors: IntCounter,
     /// 1 for each upstream address the health checks find healthy, 0 otherwise; set at each
@@ -149,6 +151,11 @@ impl Metrics {
             "1 while the rate limit's Redis answers and the limit is shared, else 0",
         )?;
         registry.register(Box::new(rate_limit_backend_up.clone()))?;
+        let otlp_export_errors = IntCounter::new(
+            "otlp_export_errors_total",
+            "Spans the OTLP exporter failed to deliver (collector down, refusing or too slow)",
+        )?;
+        registry.register(Box::new(otlp_export_errors.clone()))?;
         let upstream_resolve_errors = IntCounter::new(
             "upstream_resolve_errors_total",
             "Failed resolutions of upstream names (the last addresses are kept)",
@@ -218,6 +225,7 @@ impl Metrics {
             rate_limited,
             rate_limit_backend_errors,
             rate_limit_backend_up,
+            otlp_export_errors,
             upstream_resolve_errors,
             upstream_healthy,
             requests,

@@ -3,7 +3,9 @@
 //! SDK's batch span processor, which queues spans in a bounded channel and exports them from
 //! its own thread. The request path only fills a [`SpanData`] and hands it over (`try_send`):
 //! a collector that is down or slow fills the queue, and further spans are dropped (the SDK
-//! counts them), never waited for.
+//! counts them), never waited for. A failed export (collector down, refusing, hung past the
+//! timeout) is counted in `otlp_export_errors_total` (spans lost) and warned at most once a
+//! minute, so a lost trace pipeline shows on the dashboard instead of going silent.
 //!
 //! The span is built as data rather than through a `Tracer`: its span id must be the one the
 //! gateway already sent upstream as the parent id (`traceparent`), and the SDK's tracer always
@@ -22,10 +24,15 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanExporter, SpanLinks,
+    SpanProcessor,
 };
 use opentelemetry_sdk::Resource;
+use prometheus::IntCounter;
+
+use crate::logging::Throttle;
 
 use crate::trace_context::TraceContext;
 
@@ -72,8 +79,9 @@ pub struct RequestSpan<'a> {
 }
 
 impl SpanExport {
-    /// An exporter to `endpoint` (a validated `http://` or `https://` base URL).
-    pub fn new(endpoint: &str) -> Result<Self, ExportError> {
+    /// An exporter to `endpoint` (a validated `http://` or `https://` base URL); spans it
+    /// fails to export are counted in `errors`.
+    pub fn new(endpoint: &str, errors: IntCounter) -> Result<Self, ExportError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -86,6 +94,11 @@ impl SpanExport {
             .with_max_export_batch_size(BATCH)
             .with_scheduled_delay(FLUSH_EVERY)
             .build();
+        let exporter = Watched {
+            inner: exporter,
+            errors,
+            warnings: Throttle::new(),
+        };
         let mut processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(config)
             .build();
@@ -160,5 +173,44 @@ impl SpanExport {
     /// Exports what is queued, waiting at most `timeout` (at shutdown).
     pub fn flush(&self, timeout: Duration) {
         let _ = self.processor.shutdown_with_timeout(timeout);
+    }
+}
+
+/// The OTLP exporter, with its failures counted and warned (at most once a minute).
+#[derive(Debug)]
+struct Watched<E> {
+    inner: E,
+    errors: IntCounter,
+    warnings: Throttle,
+}
+
+impl<E: SpanExporter> SpanExporter for Watched<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        if let Err(error) = &result {
+            self.errors.inc_by(spans);
+            if self.warnings.ready() {
+                // The endpoint holds no credentials (check refuses them); the error names
+                // the cause (refused, timed out, an HTTP status).
+                tracing::warn!(
+                    "span export failed ({spans} spans lost): {error} (logged at most once a \
+                     minute; counted in upload_gateway_otlp_export_errors_total)"
+                );
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }

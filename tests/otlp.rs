@@ -266,6 +266,33 @@ async fn a_collector_that_is_down_or_hung_costs_the_requests_nothing() {
             200,
             "a collector is not a readiness condition"
         );
+        // The loss is not silent: counted, and warned once (found by a black-box attack:
+        // nothing said spans were lost). The hung one fails after the export timeout (5 s).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let metrics = reqwest::get(gateway.admin_url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let lost: f64 = metrics
+                .lines()
+                .find(|l| l.starts_with("upload_gateway_otlp_export_errors_total "))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0);
+            if lost > 0.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{endpoint}: no export error counted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let logs = gateway.logs();
+        let warnings = logs.matches("span export failed").count();
+        assert_eq!(warnings, 1, "{endpoint}: {logs}");
     }
 }
 

@@ -82,7 +82,7 @@ impl UploadApi {
             .otlp_endpoint
             .as_deref()
             .and_then(|endpoint| {
-                crate::otlp::SpanExport::new(endpoint)
+                crate::otlp::SpanExport::new(endpoint, metrics.otlp_export_errors.clone())
                     .map(Arc::new)
                     .map_err(|e| tracing::error!("{e}; no span will be exported"))
                     .ok()

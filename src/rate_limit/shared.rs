@@ -9,9 +9,11 @@
 //! second, marking it up again once Redis answers. Warnings are logged at most once a minute,
 //! never with the address (it may carry a password).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::logging::Throttle;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -25,8 +27,6 @@ use redis::Script;
 pub const BACKEND_TIMEOUT: Duration = Duration::from_millis(50);
 /// How often a down backend is reconnected and probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
-/// At most one warning per this long.
-const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Where the buckets live in Redis: this prefix, then the key.
 const KEY_PREFIX: &str = "upload-gateway:rate:";
 
@@ -58,9 +58,7 @@ pub struct Backend {
     tolerance_us: u64,
     errors: IntCounter,
     up_gauge: IntGauge,
-    /// Milliseconds after `epoch` of the last warning, plus one (0: none yet).
-    last_warning: AtomicU64,
-    epoch: Instant,
+    warnings: Throttle,
 }
 
 impl Backend {
@@ -84,8 +82,7 @@ impl Backend {
             tolerance_us: interval_us * u64::from(burst.max(1)),
             errors,
             up_gauge,
-            last_warning: AtomicU64::new(0),
-            epoch: Instant::now(),
+            warnings: Throttle::new(),
         }
     }
 
@@ -131,16 +128,7 @@ impl Backend {
     }
 
     fn warn(&self, what: &str) {
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if last != 0 && now - last < LOG_EVERY.as_millis() as u64 {
-            return;
-        }
-        if self
-            .last_warning
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
+        if self.warnings.ready() {
             tracing::warn!(
                 "rate limit: Redis {what}; each instance limits on its own until it answers \
                  again (logged at most once a minute)"

@@ -68,7 +68,7 @@ impl ProxyHttp for Platform {
     async fn request_filter(&self, session: &mut Session, ctx: &mut PlatformCtx) -> Result<bool> {
         let req = session.req_header();
         let api = &self.uploads.config().api;
-        if route::classify(api, req.method == Method::PUT, req.raw_path()) != Route::Other {
+        if route::classify_request(api, req.method.as_str(), req.raw_path()) != Route::Other {
             let uploads = ctx.uploads.insert(self.uploads.new_ctx());
             return self.uploads.request_filter(session, uploads).await;
         }

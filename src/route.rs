@@ -46,6 +46,19 @@ impl Route {
 
 const FINISH_PATH: &str = "/files/uploads/";
 
+/// Classifies a request by its method as sent and its request target: [`classify`], and a
+/// method under the prefix spelled with lower-case letters (`put`, `Put`) is refused as
+/// ambiguous: HTTP methods are case-sensitive, so the gateway would read `put` as some other
+/// method while frameworks that upper-case it (Django, Werkzeug) run their PUT handler on an
+/// unvalidated body (found by a black-box attack).
+pub fn classify_request(api: &ApiSettings, method: &str, target: &[u8]) -> Route {
+    let route = classify(api, method == "PUT", target);
+    if route.is_api() && method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Route::Ambiguous;
+    }
+    route
+}
+
 /// Classifies a request by method and request target (the bytes that go upstream; a query, if
 /// any, is ignored).
 pub fn classify(api: &ApiSettings, is_put: bool, target: &[u8]) -> Route {
@@ -67,6 +80,15 @@ pub fn classify(api: &ApiSettings, is_put: bool, target: &[u8]) -> Route {
         return Route::Ambiguous;
     }
     let prefix = api.path_prefix.as_bytes();
+    // `//host/v1/...` is a network-path reference: URL parsers resolving it against a base
+    // (Node's `new URL(req.url, base)`, Python's `urlsplit`) read `host` as the authority and
+    // `/v1/...` as the path (found by a black-box attack).
+    if let Some(after_authority) = network_path(path) {
+        let reading = normalise(after_authority);
+        if under_prefix(prefix, after_authority) || under_prefix(prefix, &reading.path) {
+            return Route::Ambiguous;
+        }
+    }
     let reading = normalise(path);
     if reading.tricky {
         // Refused when either reading lands under the prefix: the raw one (an upstream that
@@ -99,6 +121,17 @@ pub fn classify(api: &ApiSettings, is_put: bool, target: &[u8]) -> Route {
         Some(_) => Route::FinishUploadBadId,
         None => Route::Api,
     }
+}
+
+/// The path of a target read as a network-path reference (`//authority/path`, either slash
+/// possibly a `\\`): what follows the authority, when anything does.
+fn network_path(path: &[u8]) -> Option<&[u8]> {
+    let slash = |b: &u8| matches!(b, b'/' | b'\\');
+    if !(path.len() > 2 && slash(&path[0]) && slash(&path[1])) {
+        return None;
+    }
+    let end = path[2..].iter().position(slash)? + 2;
+    Some(&path[end..])
 }
 
 /// A path as the most lenient upstream would read it.
@@ -383,6 +416,43 @@ mod tests {
         }
         assert_eq!(classify(&api, true, b"*"), Route::Other);
         assert_eq!(classify(&api, true, b"/elsewhere/x"), Route::Other);
+        // Network-path references whose path is the API (found by a black-box attack).
+        for target in [
+            format!("//x/v1/files/uploads/{id}"),
+            format!("//x:80/v1/files/uploads/{id}"),
+            format!("//u@x/v1/files/uploads/{id}"),
+            format!("//v1.example/v1/files/uploads/{id}"),
+            format!("//x/V1/files/uploads/{id}"),
+            format!("/\\x/v1/files/uploads/{id}"),
+        ] {
+            assert_eq!(
+                classify(&api, true, target.as_bytes()),
+                Route::Ambiguous,
+                "{target:?}"
+            );
+        }
+        assert_eq!(classify(&api, false, b"//cdn/static/a.png"), Route::Other);
+    }
+
+    /// Found by a black-box attack: `put` went upstream unvalidated as another method.
+    #[test]
+    fn a_lower_case_method_under_the_prefix_is_ambiguous() {
+        let api = api();
+        let id = "5475f75ce4b084a392305dcb";
+        let target = format!("/v1/files/uploads/{id}");
+        assert_eq!(
+            classify_request(&api, "PUT", target.as_bytes()),
+            Route::FinishUpload
+        );
+        for method in ["put", "Put", "pUT", "get", "Delete"] {
+            assert_eq!(
+                classify_request(&api, method, target.as_bytes()),
+                Route::Ambiguous,
+                "{method}"
+            );
+        }
+        assert_eq!(classify_request(&api, "put", b"/static/x"), Route::Other);
+        assert_eq!(classify_request(&api, "GET", b"/v1/files"), Route::Api);
         assert_eq!(
             classify(
                 &api,

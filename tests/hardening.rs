@@ -226,6 +226,67 @@ async fn path_tricks_anywhere_never_carry_an_unvalidated_finish_body_upstream() 
     .await;
 }
 
+/// Found by a second black-box attack: network-path references (`//host/v1/...`, read by
+/// URL parsers as authority + path) and a method spelled in lower case went upstream
+/// unvalidated and unlimited.
+#[tokio::test(flavor = "multi_thread")]
+async fn network_paths_and_lower_case_methods_never_carry_an_unvalidated_finish_body() {
+    assert_targets_refused_before_the_upstream(|id| {
+        vec![
+            format!("//x/v1/files/uploads/{id}"),
+            format!("//x:80/v1/files/uploads/{id}"),
+            format!("//v1.example/v1/files/uploads/{id}"),
+        ]
+    })
+    .await;
+    let (service, issuer, gateway) = started().await;
+    let token = token(&issuer);
+    for method in ["put", "Put", "pUT"] {
+        let request =
+            String::from_utf8(put(&finish_path(), &token, r#"{"upload":{"nb_chunks":0}}"#))
+                .unwrap()
+                .replacen("PUT", method, 1);
+        let (response, _) = raw(gateway.addr, request.as_bytes());
+        assert_eq!(status_of(&response), 400, "{method}: {response}");
+        assert_eq!(body_of(&response), INVALID_INPUT, "{method}");
+    }
+    assert!(service.received().is_empty());
+}
+
+/// Found by a second black-box attack: the first `Authorization` was verified and both went
+/// upstream; and a `Content-Length` list or repeated field was relayed as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_authorization_and_content_length_lists_are_refused() {
+    let (service, issuer, gateway) = started().await;
+    let token = token(&issuer);
+    let request = format!(
+        "GET /v1/other HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Authorization: Bearer forged.token.here\r\nConnection: close\r\n\r\n"
+    );
+    let (response, _) = raw(gateway.addr, request.as_bytes());
+    assert!(
+        matches!(status_of(&response), 401 | 403),
+        "a repeated Authorization was accepted: {response}"
+    );
+    for length in ["26, 26", "26,26"] {
+        let body = r#"{"upload":{"nb_chunks":1}}"#;
+        let request = format!(
+            "PUT /v1/other HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: {length}\r\nConnection: close\r\n\r\n{body}"
+        );
+        let (response, _) = raw(gateway.addr, request.as_bytes());
+        assert_eq!(status_of(&response), 400, "{length}: {response}");
+    }
+    let body = r#"{"upload":{"nb_chunks":1}}"#;
+    let request = format!(
+        "PUT /v1/other HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 26\r\nContent-Length: 26\r\nConnection: close\r\n\r\n{body}"
+    );
+    let (response, _) = raw(gateway.addr, request.as_bytes());
+    assert_eq!(status_of(&response), 400, "{response}");
+    assert!(service.received().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tricks_that_stay_outside_the_api_are_forwarded_unchanged() {
     let (service, issuer, gateway) = started().await;

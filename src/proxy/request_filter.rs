@@ -59,10 +59,13 @@ async fn decide(
         || fastrand::u64(..),
     ));
     ctx.head = req.method == Method::HEAD;
+    if !plain_content_length(&req.headers) {
+        return Err(GatewayError::MalformedRequest);
+    }
     let path = req.uri.path();
     let raw_query = req.uri.query();
     let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
-    ctx.route = route::classify(&api.config.api, req.method == Method::PUT, req.raw_path());
+    ctx.route = route::classify_request(&api.config.api, req.method.as_str(), req.raw_path());
     // The query is read once, before authentication, so that even a 403 comes back in the
     // format asked for; an invalid query falls back to the lenient reading here and is
     // refused only after the token passed.
@@ -102,7 +105,9 @@ async fn decide(
     if api.config.auth.public_paths.iter().any(|p| p == path) {
         ctx.auth_outcome = "public";
     } else {
-        let authorization = req.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+        // A repeated Authorization (a singleton field) reads as an empty one: refused, never
+        // one verified while the upstream reads the other (found by a black-box attack).
+        let authorization = single(&req.headers, AUTHORIZATION);
         let (provider, verdict) = api.auth.authenticate(authorization).await;
         ctx.provider = provider;
         match verdict {
@@ -222,6 +227,22 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
 /// A header that means something only once (`Origin`, `traceparent`): its value, or, when the
 /// request repeats it, an empty value, which no origin rule and no trace parser accepts (two
 /// origins are no origin; W3C reads two `traceparent`s as none).
+/// Whether the request's `Content-Length` is absent or one field of digits: a list
+/// (`26, 26`) or a repeated field is refused on every route rather than relayed for an
+/// upstream to frame its own way (found by a black-box attack: Pingora accepted both and
+/// forwarded them as sent).
+fn plain_content_length(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(value), None) => {
+            let digits = value.as_bytes();
+            !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+        }
+        (Some(_), Some(_)) => false,
+    }
+}
+
 fn single(headers: &http::HeaderMap, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;

@@ -48,7 +48,7 @@ pub(crate) fn write_node(node: &Node<'_>, human: bool, keep_null_keys: bool, out
         view.serialize(&mut serde_json::Serializer::new(&mut *out))
     };
     // Cannot fail: a Vec sink never returns an I/O error, and a Node has only string keys and
-    // finite numbers. Nothing is left to report to the client if it ever did.
+    // numbers that are JSON text. Nothing is left to report to the client if it ever did.
     debug_assert!(result.is_ok(), "serializing a document into a Vec failed");
 }
 
@@ -68,7 +68,7 @@ impl Serialize for Json<'_, '_> {
         match self.node {
             Node::Null => serializer.serialize_unit(),
             Node::Bool(flag) => serializer.serialize_bool(*flag),
-            Node::Number(number) => number.serialize(serializer),
+            Node::Number(text) => Node::serialize_number(text, serializer),
             Node::String(text) => serializer.serialize_str(text),
             Node::Object(members) => {
                 // Length unknown up front when nulls are left out: serde_json only uses it to

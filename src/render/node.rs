@@ -6,17 +6,24 @@
 //! that hold escapes. No crate offers a borrowed JSON tree with `serde_json`'s exact number
 //! reading and `preserve_order` duplicate rule, hence this file.
 //!
-//! It reads exactly what `serde_json::Value` reads, so both render the same bytes: numbers
-//! through the same visitor calls (integers beyond 64 bits become floats), nesting limited to
-//! 128 by `serde_json`, and a key named twice keeps its first position with the last value
-//! (an `IndexMap` insert).
+//! It reads what `serde_json::Value` reads (nesting limited to 128 by `serde_json`, a key named
+//! twice keeps its first position with the last value, as an `IndexMap` insert), except
+//! numbers: a [`Node::Number`] is the number's own text in the document, so an answer is
+//! rendered with the upstream's digits (a 30-digit integer, `1.10`, `1E2`, `-0` stay as
+//! written), never through an `f64` (only a number beyond the range of an `f64`, `1e400`,
+//! cannot be read: `serde_json` refuses it). `serde_json` validates the document and reports each
+//! number in document order; [`number_texts`] lists the same numbers' spans in one pass over
+//! the text, and the k-th report takes the k-th span.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Number, Value};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// A JSON value whose strings borrow from the parsed text where they can.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,8 +32,8 @@ pub enum Node<'a> {
     Null,
     /// `true` or `false`.
     Bool(bool),
-    /// A number, as `serde_json` reads it.
-    Number(Number),
+    /// A number: its JSON text (as written in the document read).
+    Number(Cow<'a, str>),
     /// A string.
     String(Cow<'a, str>),
     /// An array.
@@ -48,7 +55,7 @@ impl<'a> From<&'a Value> for Node<'a> {
         match value {
             Value::Null => Node::Null,
             Value::Bool(flag) => Node::Bool(*flag),
-            Value::Number(number) => Node::Number(number.clone()),
+            Value::Number(number) => Node::Number(Cow::Owned(number.to_string())),
             Value::String(text) => Node::String(Cow::Borrowed(text)),
             Value::Array(items) => Node::Array(items.iter().map(Node::from).collect()),
             Value::Object(map) => Node::Object(
@@ -64,15 +71,94 @@ impl<'a> From<&'a Value> for Node<'a> {
 /// keys, so a hostile answer with many members costs linear time.
 const SCAN_MEMBERS: usize = 16;
 
-impl<'de> Deserialize<'de> for Node<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
+impl<'a> Node<'a> {
+    /// Reads one JSON document (nothing but whitespace after it); `None` when the text is
+    /// not JSON, or nests deeper than 128.
+    pub fn parse(text: &'a str) -> Option<Node<'a>> {
+        let numbers = number_texts(text);
+        let next = Cell::new(0);
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let node = NodeSeed {
+            numbers: &numbers,
+            next: &next,
+        }
+        .deserialize(&mut deserializer)
+        .ok()?;
+        deserializer.end().ok()?;
+        Some(node)
+    }
+
+    /// Serializes a number's text as it is (a JSON number, validated when it was read).
+    pub(super) fn serialize_number<S: serde::Serializer>(
+        text: &str,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
-struct NodeVisitor;
+/// The spans of the numbers of a JSON text, in document order. Only meaningful for a text that
+/// is JSON: outside strings, a `-` or a digit can only start a number.
+fn number_texts(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'"' => {
+                at += 1;
+                while let Some(&inside) = bytes.get(at) {
+                    at += if inside == b'\\' { 2 } else { 1 };
+                    if inside == b'"' {
+                        break;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while bytes
+                    .get(at)
+                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    at += 1;
+                }
+                spans.extend(text.get(start..at));
+            }
+            _ => at += 1,
+        }
+    }
+    spans
+}
 
-impl<'de> Visitor<'de> for NodeVisitor {
+/// Reads a [`Node`], taking each number's text from `numbers` in order.
+#[derive(Clone, Copy)]
+struct NodeSeed<'s, 'de> {
+    numbers: &'s [&'de str],
+    next: &'s Cell<usize>,
+}
+
+impl<'s, 'de> NodeSeed<'s, 'de> {
+    fn number<E: serde::de::Error>(self) -> Result<Node<'de>, E> {
+        let at = self.next.get();
+        self.next.set(at + 1);
+        let text = self
+            .numbers
+            .get(at)
+            .ok_or_else(|| E::custom("a number the scan did not find"))?;
+        Ok(Node::Number(Cow::Borrowed(text)))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, 'de> {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_, 'de> {
     type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,17 +169,16 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Bool(flag))
     }
 
-    fn visit_i64<E>(self, number: i64) -> Result<Node<'de>, E> {
-        Ok(Node::Number(number.into()))
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Node<'de>, E> {
+        self.number()
     }
 
-    fn visit_u64<E>(self, number: u64) -> Result<Node<'de>, E> {
-        Ok(Node::Number(number.into()))
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Node<'de>, E> {
+        self.number()
     }
 
-    fn visit_f64<E>(self, number: f64) -> Result<Node<'de>, E> {
-        // serde_json never reads a non-finite number; Value turns one into null, so do we.
-        Ok(Number::from_f64(number).map_or(Node::Null, Node::Number))
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Node<'de>, E> {
+        self.number()
     }
 
     fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Node<'de>, E> {
@@ -118,7 +203,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(SCAN_MEMBERS));
-        while let Some(item) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
         Ok(Node::Array(items))
@@ -129,7 +214,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
         // Built once an object outgrows SCAN_MEMBERS: key -> position.
         let mut index: Option<HashMap<String, usize>> = None;
         while let Some(Key(key)) = map.next_key()? {
-            let value: Node<'de> = map.next_value()?;
+            let value = map.next_value_seed(self)?;
             let earlier = match &index {
                 Some(index) => index.get(key.as_ref()).copied(),
                 None => members.iter().position(|(seen, _)| *seen == key),
@@ -160,7 +245,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 /// An object key, borrowed when it holds no escape (serde's own `Cow<str>` always copies).
 struct Key<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
         impl<'de> Visitor<'de> for KeyVisitor {
@@ -188,30 +273,90 @@ mod tests {
     use serde_json::json;
 
     fn read(text: &str) -> Node<'_> {
-        serde_json::from_str(text).unwrap()
+        Node::parse(text).unwrap()
+    }
+
+    fn number(text: &str) -> Node<'_> {
+        Node::Number(Cow::Borrowed(text))
     }
 
     #[test]
-    fn reads_like_value() {
-        let text =
-            r#"{"a":[1,-2,2.5,1e3,123456789012345678901234567890,true,null,"x\u00e9"],"b":{}}"#;
+    fn reads_like_value_with_numbers_as_written() {
+        let text = r#"{"a":[1,-2,2.5,1000.0,true,null,"x\u00e9"],"b":{}}"#;
         let value: Value = serde_json::from_str(text).unwrap();
         assert_eq!(read(text), Node::from(&value));
     }
 
+    /// Found by a black-box attack: numbers were rendered through f64 (digits lost, `1.10`
+    /// turned into `1.1`, `1e400` made the answer a 502).
+    #[test]
+    fn numbers_keep_their_text() {
+        for text in [
+            "123456789012345678901234567890",
+            "18446744073709551616",
+            "-99999999999999999999",
+            "1.10",
+            "1E2",
+            "-0",
+            "1e300",
+            "0.000000000000000000000000000001",
+        ] {
+            assert_eq!(read(text), number(text), "{text}");
+            let document = format!(r#"{{"s":"-1 2e5","n":[{text},"{text}"],"m":{text}}}"#);
+            let Node::Object(members) = read(&document) else {
+                panic!("not an object");
+            };
+            assert_eq!(members[0].1, Node::String(Cow::Borrowed("-1 2e5")));
+            assert_eq!(
+                members[1].1,
+                Node::Array(vec![number(text), Node::String(Cow::Borrowed(text))])
+            );
+            assert_eq!(members[2].1, number(text));
+        }
+    }
+
+    /// `serde_json` refuses a number beyond the range of f64 (`1e400`) while validating, so
+    /// such a document cannot be read (documented: the answer is then a broken upstream's).
+    #[test]
+    fn a_number_beyond_f64_range_is_not_read() {
+        assert!(Node::parse("1e400").is_none());
+        assert!(Node::parse(r#"{"e":-1e400}"#).is_none());
+    }
+
+    #[test]
+    fn what_is_not_one_json_document_is_refused() {
+        for text in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "1 2",
+            "{\"a\":1} x",
+            "01",
+            "-",
+            "1.",
+            "nul",
+        ] {
+            assert!(Node::parse(text).is_none(), "{text:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(Node::parse(&deep).is_none());
+    }
+
     #[test]
     fn strings_without_escapes_are_borrowed() {
-        let Node::Object(members) = read(r#"{"plain":"text","esc\u0061ped":"a\nb"}"#) else {
+        let Node::Object(members) = read(r#"{"plain":"text","esc\u0061ped":"a\nb\"1"}"#) else {
             panic!("not an object");
         };
         assert!(matches!(members[0].0, Cow::Borrowed("plain")));
         assert!(matches!(members[0].1, Node::String(Cow::Borrowed("text"))));
         assert!(matches!(members[1].0, Cow::Owned(ref key) if key == "escaped"));
-        assert!(matches!(members[1].1, Node::String(Cow::Owned(ref text)) if text == "a\nb"));
+        assert!(matches!(members[1].1, Node::String(Cow::Owned(ref text)) if text == "a\nb\"1"));
     }
 
     /// A repeated key keeps its first position and its last value, as `Value` (an IndexMap)
-    /// does, in small objects (scanned) and big ones (indexed), escapes decoded.
+    /// does, in small objects (scanned) and big ones (indexed), escapes decoded; the numbers
+    /// of the replaced values do not shift the others.
     #[test]
     fn a_repeated_key_keeps_its_first_place_and_last_value() {
         for filler in [0usize, 3, 40] {
@@ -227,7 +372,7 @@ mod tests {
                 panic!("not an object");
             };
             assert_eq!(members.len(), filler + 2);
-            assert_eq!(members[0], (Cow::Borrowed("k"), Node::Number(3.into())));
+            assert_eq!(members[0], (Cow::Borrowed("k"), number("3")));
         }
         let value = json!({"k": 3});
         assert_eq!(read(r#"{"k":1,"k":2,"k":3}"#), Node::from(&value));

@@ -154,11 +154,10 @@ impl XmlWriter<'_> {
                     .extend_from_slice(if *flag { b"true" } else { b"false" });
                 self.end_tag(name);
             }
-            Node::Number(number) => {
+            Node::Number(text) => {
                 self.out.push(b'>');
-                // Display is serde_json's own JSON spelling of the number; numbers need no
-                // escaping. A Vec sink cannot fail, so there is no error to handle.
-                let _ = std::io::Write::write_fmt(self.out, format_args!("{number}"));
+                // The number's JSON text, as the upstream wrote it: no escaping needed.
+                self.out.extend_from_slice(text.as_bytes());
                 self.end_tag(name);
             }
             Node::String(text) if text.is_empty() => self.out.extend_from_slice(b"/>"),

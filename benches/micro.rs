@@ -346,23 +346,27 @@ fn providers(c: &mut Criterion) {
     g.finish();
 }
 
-/// One local rate-limit check (`[rate_limit]`, no Redis): the key's GCRA bucket in governor's
-/// keyed state, 10,000 distinct keys in the map, each check on another key and admitted.
-fn rate_limit(c: &mut Criterion) {
+/// A local limiter (no Redis) keyed on `sub` whose rate and burst are both `per_second`.
+fn local_limiter(per_second: u32) -> upload_gateway::rate_limit::Limiter {
     use upload_gateway::config::{RateKey, RateLimitSettings};
-    use upload_gateway::rate_limit::Limiter;
     let metrics = upload_gateway::metrics::Metrics::new().expect("metrics");
-    let limiter = Limiter::new(
+    upload_gateway::rate_limit::Limiter::new(
         RateLimitSettings {
             key: RateKey::Claim("sub".into()),
-            requests_per_second: 1_000_000,
-            burst: 1_000_000,
+            requests_per_second: per_second,
+            burst: per_second,
             all_api_routes: false,
             redis_url: None,
         },
         &[ISSUER],
         &metrics,
-    );
+    )
+}
+
+/// One local rate-limit check (`[rate_limit]`, no Redis): the key's GCRA bucket in governor's
+/// keyed state, 10,000 distinct keys in the map, each check on another key and admitted.
+fn rate_limit(c: &mut Criterion) {
+    let limiter = local_limiter(1_000_000);
     let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
     for key in &keys {
         limiter.check_local(key).expect("admitted");
@@ -392,8 +396,6 @@ fn rate_limit(c: &mut Criterion) {
 /// iteration is one operation on every thread (Throughput::Elements(N)).
 fn contention(c: &mut Criterion) {
     use std::sync::Barrier;
-    use upload_gateway::config::{RateKey, RateLimitSettings};
-    use upload_gateway::rate_limit::Limiter;
     let now = now_s();
     let key = SigningKey::generate(Algorithm::EdDSA, "ed").expect("key");
     let keys = arc_swap::ArcSwap::from_pointee(key_set(&[&key]));
@@ -403,18 +405,7 @@ fn contention(c: &mut Criterion) {
     for h in &headers {
         verifier.verify(&keys.load(), Some(h), now).expect("valid");
     }
-    let metrics = upload_gateway::metrics::Metrics::new().expect("metrics");
-    let limiter = Limiter::new(
-        RateLimitSettings {
-            key: RateKey::Claim("sub".into()),
-            requests_per_second: 1_000_000_000,
-            burst: 1_000_000_000,
-            all_api_routes: false,
-            redis_url: None,
-        },
-        &[ISSUER],
-        &metrics,
-    );
+    let limiter = local_limiter(1_000_000_000);
     let subjects: Vec<String> = (0..8 * tokens_per_thread)
         .map(|i| format!("u{i}"))
         .collect();

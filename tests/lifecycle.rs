@@ -522,19 +522,9 @@ async fn upstream_latency_starts_at_the_upstream_write_and_new_metrics_are_expos
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::scrape(&gateway).await;
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        common::metric_value(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
     };
     let whole =
         value("upload_gateway_request_duration_seconds_sum{route=\"PUT /files/uploads/{id}\"}");

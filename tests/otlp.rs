@@ -270,16 +270,8 @@ async fn a_collector_that_is_down_or_hung_costs_the_requests_nothing() {
         // nothing said spans were lost). The hung one fails after the export timeout (5 s).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let metrics = reqwest::get(gateway.admin_url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let lost: f64 = metrics
-                .lines()
-                .find(|l| l.starts_with("upload_gateway_otlp_export_errors_total "))
-                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            let metrics = common::scrape(&gateway).await;
+            let lost = common::metric_value(&metrics, "upload_gateway_otlp_export_errors_total ")
                 .unwrap_or(0.0);
             if lost > 0.0 {
                 break;

@@ -87,12 +87,7 @@ async fn a_burst_is_admitted_then_429_with_retry_after_and_the_envelope() {
     assert_eq!(resp.status(), 200);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::scrape(&gateway).await;
     assert!(
         metrics.contains("upload_gateway_rate_limited_total{route=\"PUT /files/uploads/{id}\"} 1"),
         "{metrics}"

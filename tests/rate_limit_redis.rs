@@ -33,12 +33,7 @@ fn shared(service: std::net::SocketAddr, issuer: &Issuer, redis: &RedisServer) -
 }
 
 async fn metric(gateway: &Gateway, name: &str) -> i64 {
-    let text = reqwest::get(gateway.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::scrape(gateway).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("upload_gateway_{name} ")))
         .unwrap_or_else(|| panic!("no {name} in {text}"))

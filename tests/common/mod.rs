@@ -423,6 +423,25 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// The gateway's `/metrics` page.
+pub async fn scrape(gateway: &Gateway) -> String {
+    reqwest::get(gateway.admin_url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the first metric line that starts with `line_start` (a name, with its labels
+/// when it has some), when there is one.
+pub fn metric_value(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 pub fn finish_path() -> String {
     format!("/v1/files/uploads/{DOCUMENTED_UPLOAD_ID}")
 }

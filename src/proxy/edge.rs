@@ -545,7 +545,8 @@ impl HeadGuard {
     }
 
     /// A write while the current head was never accepted by the proxy: Pingora refusing it
-    /// with a bare status. A 400 is replaced by the API's envelope; anything else passes.
+    /// with a bare status. A 400 or 405 is replaced by the API's envelope; anything else
+    /// passes.
     fn intercept(&mut self, data: &[u8]) {
         if !matches!(self.phase, Phase::Head | Phase::Passthrough | Phase::Closed)
             || self.heads == 0
@@ -558,9 +559,10 @@ impl HeadGuard {
             .filter(|_| data.starts_with(b"HTTP/1."))
             .and_then(|code| std::str::from_utf8(code).ok())
             .and_then(|code| code.parse::<u16>().ok());
-        // The only other status Pingora sends here is 405 for CONNECT, which the catalogue has
-        // no row for: it passes as Pingora wrote it (and is not yet counted).
-        if status == Some(400) {
+        // The only other status Pingora sends here is 405 for CONNECT (refused before any
+        // phase): a request this API cannot serve, answered like any other malformed one
+        // (found by a black-box attack: a bare 405, no envelope, never logged or counted).
+        if matches!(status, Some(400 | 405)) {
             self.refuse(GatewayError::MalformedRequest, false);
         }
     }

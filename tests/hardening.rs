@@ -253,6 +253,40 @@ async fn network_paths_and_lower_case_methods_never_carry_an_unvalidated_finish_
     assert!(service.received().is_empty());
 }
 
+/// Found by a second black-box attack: an HTTP/1.1 request without `Host` was forwarded (two
+/// are a routing differential), and a finish call's `Content-Range` or digest went upstream with
+/// the rewritten body.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_must_be_one_and_stale_body_descriptions_are_dropped() {
+    let (service, issuer, gateway) = started().await;
+    let token = token(&issuer);
+    for hosts in ["", "Host: a\r\nHost: b\r\n"] {
+        let request = format!(
+            "GET /v1/other HTTP/1.1\r\n{hosts}Authorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let (response, _) = raw(gateway.addr, request.as_bytes());
+        assert_eq!(status_of(&response), 400, "{hosts:?}: {response}");
+    }
+    assert!(service.received().is_empty());
+    let body = r#"{"upload": {"nb_chunks": 1}}"#;
+    let request = String::from_utf8(put(&finish_path(), &token, body))
+        .unwrap()
+        .replacen(
+            "Connection: close\r\n",
+            "Connection: close\r\nContent-Range: bytes 0-27/28\r\nContent-MD5: x\r\n\
+             Content-Digest: sha-256=:x:\r\n",
+            1,
+        );
+    let (response, _) = raw(gateway.addr, request.as_bytes());
+    assert_eq!(status_of(&response), 200, "{response}");
+    let received = service.received();
+    let headers = &received.last().unwrap().headers;
+    for name in ["content-range", "content-md5", "content-digest"] {
+        assert!(!headers.contains_key(name), "{name} went upstream");
+    }
+}
+
 /// Found by a second black-box attack: the first `Authorization` was verified and both went
 /// upstream; and a `Content-Length` list or repeated field was relayed as sent.
 #[tokio::test(flavor = "multi_thread")]

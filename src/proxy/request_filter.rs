@@ -59,7 +59,7 @@ async fn decide(
         || fastrand::u64(..),
     ));
     ctx.head = req.method == Method::HEAD;
-    if !plain_content_length(&req.headers) {
+    if !plain_content_length(&req.headers) || !one_host(req) {
         return Err(GatewayError::MalformedRequest);
     }
     let path = req.uri.path();
@@ -240,6 +240,16 @@ fn plain_content_length(headers: &http::HeaderMap) -> bool {
             !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
         }
         (Some(_), Some(_)) => false,
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` (found by a black-box
+/// attack: one without it was forwarded; two are a routing differential).
+fn one_host(req: &pingora::http::RequestHeader) -> bool {
+    let hosts = req.headers.get_all(http::header::HOST).iter().count();
+    match req.version {
+        http::Version::HTTP_11 => hosts == 1,
+        _ => hosts <= 1,
     }
 }
 

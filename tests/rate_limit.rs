@@ -28,6 +28,16 @@ fn limited(
     Gateway::start(&config)
 }
 
+/// The status of one finish call with `token`.
+async fn finish_status(gateway: &Gateway, token: &str) -> u16 {
+    finish_call(&client(), gateway.url(&finish_path()), token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_is_admitted_then_429_with_retry_after_and_the_envelope() {
     let service = upload_service().await;
@@ -182,25 +192,18 @@ async fn the_same_subject_from_two_providers_has_two_buckets() {
     let partner_alice = partner
         .mint(&partner.claims("alice", AUDIENCE, 3600))
         .unwrap();
-    let status = |token: String| {
-        let url = gateway.url(&finish_path());
-        async move {
-            finish_call(&client(), url, &token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
     for _ in 0..2 {
-        assert_eq!(status(corp_alice.clone()).await, 200);
+        assert_eq!(finish_status(&gateway, &corp_alice).await, 200);
     }
-    assert_eq!(status(corp_alice.clone()).await, 429);
+    assert_eq!(finish_status(&gateway, &corp_alice).await, 429);
     for _ in 0..2 {
-        assert_eq!(status(partner_alice.clone()).await, 200, "partner's alice");
+        assert_eq!(
+            finish_status(&gateway, &partner_alice).await,
+            200,
+            "partner's alice"
+        );
     }
-    assert_eq!(status(partner_alice.clone()).await, 429);
+    assert_eq!(finish_status(&gateway, &partner_alice).await, 429);
 }
 
 /// With `routes = "api"`, requests without a token (a public path under the prefix) are
@@ -237,10 +240,6 @@ async fn anonymous_requests_never_drain_the_bucket_of_tokens_without_the_claim()
         .mint(&issuer.claims("alice", AUDIENCE, 3600))
         .unwrap();
     for _ in 0..2 {
-        let resp = finish_call(&client(), gateway.url(&finish_path()), &token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        assert_eq!(finish_status(&gateway, &token).await, 200);
     }
 }

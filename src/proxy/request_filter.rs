@@ -224,9 +224,6 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
     Ok(buf.freeze())
 }
 
-/// A header that means something only once (`Origin`, `traceparent`): its value, or, when the
-/// request repeats it, an empty value, which no origin rule and no trace parser accepts (two
-/// origins are no origin; W3C reads two `traceparent`s as none).
 /// Whether the request's `Content-Length` is absent or one field of digits: a list
 /// (`26, 26`) or a repeated field is refused on every route rather than relayed for an
 /// upstream to frame its own way (found by a black-box attack: Pingora accepted both and
@@ -253,6 +250,9 @@ fn one_host(req: &pingora::http::RequestHeader) -> bool {
     }
 }
 
+/// A header that means something only once (`Origin`, `traceparent`): its value, or, when the
+/// request repeats it, an empty value, which no origin rule and no trace parser accepts (two
+/// origins are no origin; W3C reads two `traceparent`s as none).
 fn single(headers: &http::HeaderMap, name: impl http::header::AsHeaderName) -> Option<&[u8]> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;

@@ -94,8 +94,8 @@ impl Limiter {
     /// no-claim bucket when the token lacks it); without a token, the TCP peer's address.
     /// Keyed on `ip`: the TCP peer's address.
     pub fn key(&self, token: Option<(usize, Option<&str>)>, peer: Option<IpAddr>) -> String {
-        match (token, self.token_prefixes.is_empty()) {
-            (Some((provider, claim)), false) => {
+        match (&self.settings.key, token) {
+            (RateKey::Claim(_), Some((provider, claim))) => {
                 let prefix = self.token_prefixes.get(provider).map_or("", String::as_str);
                 format!("{prefix}{}", claim.unwrap_or(NO_CLAIM_KEY))
             }
